@@ -1,0 +1,36 @@
+# Every target creates or updates .venv from nothing; see README.md.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+EXTRAS ?= test,train
+STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+comma  := ,
+JOBS   ?= 2
+
+.PHONY: demo test bench data sysdeps install clean
+
+sysdeps:
+	@scripts/sysdeps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	@touch $@
+
+install: sysdeps $(STAMP)
+
+demo: install
+	$(BIN)/dawsep render demo -o demo-out --preset piano --jobs $(JOBS)
+	@echo "demo: outputs in demo-out/ (see demo-out/manifest.json)"
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python -m bench.run --out docs/BENCHMARKS.md
+
+data: install
+	$(BIN)/dawsep-train data synth --out $${DAWSEP_DATA:-$$HOME/.cache/dawsep/data} --hours $${HOURS:-10} --piano-hours $${PIANO_HOURS:-5} --seed $${SEED:-0} --jobs $(JOBS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info demo-out

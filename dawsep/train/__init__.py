@@ -1,0 +1,1 @@
+"""Training-side code (torch). Never imported by the runtime."""

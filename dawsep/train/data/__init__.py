@@ -1,0 +1,1 @@
+"""Synthetic Slakh-style training data: MIDI generation, fluidsynth rendering, augmentation."""

@@ -1,0 +1,1 @@
+"""Presets shipped with dawsep (installed as ``dawsep._presets``)."""
