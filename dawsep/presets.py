@@ -1,0 +1,232 @@
+"""Per-instrument presets: TOML data validated into frozen dataclasses.
+
+A preset says which stem to extract (``[separate]``), which chain to render it through
+(``[[chain]]``), how to transcribe it (``[transcribe]``, piano) and how to write it
+(``[output]``). Presets are data, never code: they are parsed with :mod:`tomllib` only.
+Every error is a :class:`PresetError` naming the file, the key and what is allowed.
+"""
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+from dawsep.chain import BUILTINS, BuiltinStep, Chain, ModelStepSpec, StepSpec, VST3Step, validate_builtin
+from dawsep.errors import PluginError, PresetError
+
+STEMS = ("piano", "bass", "drums", "guitar", "other")
+FORMATS = {"wav": (16, 24, 32), "flac": (16, 24), "ogg": (), "mp3": ()}
+DEFAULT_BIT_DEPTH = {"wav": 24, "flac": 24, "ogg": None, "mp3": None}
+
+
+@dataclass(frozen=True)
+class SeparateConfig:
+    """Which stem the preset extracts, and with which separator model."""
+
+    stem: str
+    model: str = "default"
+
+
+@dataclass(frozen=True)
+class TranscribeConfig:
+    """Note-decoding settings for the transcriber (piano)."""
+
+    model: str = "default"
+    onset_threshold: float = 0.5
+    frame_threshold: float = 0.3
+    offset_threshold: float = 0.5
+    min_note_ms: float = 30.0
+    pedal: bool = True
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    format: str = "flac"
+    bit_depth: int | None = 24
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    chain: tuple[StepSpec, ...] = ()
+    separate: SeparateConfig | None = None
+    transcribe: TranscribeConfig | None = None
+    output: OutputConfig = field(default_factory=OutputConfig)
+    source: str = "<string>"
+    sha256: str = ""
+
+    @property
+    def stem(self) -> str:
+        """The stem name outputs are written under (``other`` when the preset names none)."""
+        return self.separate.stem if self.separate else "other"
+
+    def build_chain(self) -> Chain:
+        """Instantiate the chain; plugin problems become a PresetError naming this file."""
+        try:
+            return Chain(self.chain)
+        except PluginError as exc:
+            raise PresetError(self.source, "chain", str(exc)) from None
+
+
+# --------------------------------------------------------------------------------------------
+
+_TOP_KEYS = {"name", "description", "separate", "chain", "transcribe", "output"}
+
+
+def _expect(source: str, key: str, value: Any, types: type | tuple, what: str) -> Any:
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise PresetError(source, key, f"got {value!r}; expected {what}")
+    if not isinstance(value, types):
+        raise PresetError(source, key, f"got {value!r} ({type(value).__name__}); expected {what}")
+    return value
+
+
+def _number(source: str, key: str, value: Any, lo: float, hi: float) -> float:
+    _expect(source, key, value, (int, float), f"a number in [{lo:g}, {hi:g}]")
+    if not (lo <= value <= hi):
+        raise PresetError(source, key, f"{value!r} is out of range; expected a number in [{lo:g}, {hi:g}]")
+    return float(value)
+
+
+def _unknown(source: str, section: str, table: Mapping, allowed) -> None:
+    for key in table:
+        if key not in allowed:
+            where = f"{section}.{key}" if section else key
+            raise PresetError(source, where, f"unknown key; allowed: {', '.join(sorted(allowed))}")
+
+
+def _parse_separate(source: str, t: Any) -> SeparateConfig:
+    _expect(source, "separate", t, dict, "a table")
+    _unknown(source, "separate", t, {"stem", "model"})
+    if "stem" not in t:
+        raise PresetError(source, "separate.stem", f"missing; expected one of {', '.join(STEMS)}")
+    stem = _expect(source, "separate.stem", t["stem"], str, f"one of {', '.join(STEMS)}")
+    if stem not in STEMS:
+        raise PresetError(source, "separate.stem", f"{stem!r} is not a stem; expected one of {', '.join(STEMS)}")
+    model = _expect(source, "separate.model", t.get("model", "default"), str, "a model name or .onnx path")
+    return SeparateConfig(stem=stem, model=model)
+
+
+def _parse_transcribe(source: str, t: Any) -> TranscribeConfig:
+    _expect(source, "transcribe", t, dict, "a table")
+    d = TranscribeConfig()
+    _unknown(source, "transcribe", t, set(d.__dataclass_fields__))
+    kw: dict[str, Any] = {}
+    for key in ("onset_threshold", "frame_threshold", "offset_threshold"):
+        if key in t:
+            kw[key] = _number(source, f"transcribe.{key}", t[key], 0.0, 1.0)
+    if "min_note_ms" in t:
+        kw["min_note_ms"] = _number(source, "transcribe.min_note_ms", t["min_note_ms"], 0.0, 10000.0)
+    if "pedal" in t:
+        kw["pedal"] = _expect(source, "transcribe.pedal", t["pedal"], bool, "true or false")
+    if "model" in t:
+        kw["model"] = _expect(source, "transcribe.model", t["model"], str, "a model name or .onnx path")
+    return TranscribeConfig(**kw)
+
+
+def _parse_output(source: str, t: Any) -> OutputConfig:
+    _expect(source, "output", t, dict, "a table")
+    _unknown(source, "output", t, {"format", "bit_depth"})
+    fmt = _expect(source, "output.format", t.get("format", "flac"), str, f"one of {', '.join(FORMATS)}")
+    if fmt not in FORMATS:
+        raise PresetError(source, "output.format", f"{fmt!r} is not supported; expected one of {', '.join(FORMATS)}")
+    depths = FORMATS[fmt]
+    depth = t.get("bit_depth", DEFAULT_BIT_DEPTH[fmt])
+    if depth is not None and not depths:
+        raise PresetError(source, "output.bit_depth", f"{fmt} has no bit depth setting; remove the key")
+    if depth is not None:
+        _expect(source, "output.bit_depth", depth, int, f"one of {depths}")
+        if depth not in depths:
+            raise PresetError(source, "output.bit_depth", f"{depth} is not allowed for {fmt}; expected one of {depths}")
+    return OutputConfig(format=fmt, bit_depth=depth)
+
+
+def _parse_step(source: str, i: int, t: Any, base: Path | None) -> StepSpec:
+    where = f"chain[{i}]"
+    _expect(source, where, t, dict, "a table")
+    kinds = [k for k in ("plugin", "vst3", "model") if k in t]
+    if len(kinds) != 1:
+        raise PresetError(source, where, "each step needs exactly one of: plugin (a pedalboard built-in: "
+                          f"{', '.join(sorted(BUILTINS))}), vst3 (a .vst3 path) or model")
+    kind = kinds[0]
+    if kind == "plugin":
+        name = _expect(source, f"{where}.plugin", t["plugin"], str, "a built-in plugin name")
+        params = {k: v for k, v in t.items() if k != "plugin"}
+        try:
+            clean = validate_builtin(name, params)
+        except PluginError as exc:
+            msg = str(exc)
+            bad = next((k for k in params if f"{k!r}" in msg or f".{k}:" in msg), None)
+            raise PresetError(source, f"{where}.{bad}" if bad else f"{where}.plugin", msg) from None
+        return BuiltinStep(name, clean)
+    if kind == "vst3":
+        _unknown(source, where, t, {"vst3", "parameters", "plugin_name"})
+        raw = _expect(source, f"{where}.vst3", t["vst3"], str, "a path to a .vst3 bundle")
+        if not raw.lower().rstrip("/").endswith(".vst3"):
+            raise PresetError(source, f"{where}.vst3", f"{raw!r} is not a .vst3 bundle "
+                              "(pedalboard on Linux loads VST3 plugins only)")
+        path = Path(raw).expanduser()
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        params = _expect(source, f"{where}.parameters", t.get("parameters", {}), dict, "a table of parameters")
+        for k, v in params.items():
+            _expect(source, f"{where}.parameters.{k}", v, (int, float, str), "a number or a named value")
+        name = t.get("plugin_name")
+        if name is not None:
+            _expect(source, f"{where}.plugin_name", name, str, "a plugin name inside the bundle")
+        return VST3Step(str(path), dict(params), name)
+    kind_name = _expect(source, f"{where}.model", t["model"], str, "a model step kind")
+    return ModelStepSpec(kind_name, {k: v for k, v in t.items() if k != "model"})
+
+
+def parse_preset(text: str, source: str = "<string>", base: Path | None = None) -> Preset:
+    """Parse and validate preset TOML. ``base`` resolves relative VST3 paths."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PresetError(source, None, f"not valid TOML: {exc}") from None
+    _unknown(source, "", data, _TOP_KEYS)
+    name = _expect(source, "name", data.get("name", Path(source).stem), str, "a string")
+    description = _expect(source, "description", data.get("description", ""), str, "a string")
+    chain_raw = data.get("chain", [])
+    _expect(source, "chain", chain_raw, list, "an array of tables ([[chain]])")
+    return Preset(
+        name=name,
+        description=description,
+        chain=tuple(_parse_step(source, i, t, base) for i, t in enumerate(chain_raw)),
+        separate=_parse_separate(source, data["separate"]) if "separate" in data else None,
+        transcribe=_parse_transcribe(source, data["transcribe"]) if "transcribe" in data else None,
+        output=_parse_output(source, data.get("output", {})),
+        source=source,
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+    )
+
+
+def _builtin_dir():
+    return resources.files("dawsep._presets")
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped with dawsep."""
+    return sorted(p.name[:-5] for p in _builtin_dir().iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name_or_path: str | Path) -> Preset:
+    """Load a shipped preset by name, or a user preset by path (anything with a / or .toml)."""
+    s = str(name_or_path)
+    if s.endswith(".toml") or "/" in s or Path(s).exists():
+        path = Path(s).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PresetError(path, None, f"cannot read preset: {exc.strerror if isinstance(exc, OSError) else exc}") from None
+        return parse_preset(text, str(path), base=path.resolve().parent)
+    names = list_presets()
+    if s not in names:
+        raise PresetError(s, None, f"no such preset; shipped presets: {', '.join(names)} (or pass a path to a .toml file)")
+    res = _builtin_dir() / f"{s}.toml"
+    return parse_preset(res.read_text(encoding="utf-8"), f"presets/{s}.toml")
