@@ -522,23 +522,30 @@ class Chain:
 
     __call__ = process
 
-    def flush(self, sample_rate: float, max_seconds: float = 30.0, silence: float = 1e-5) -> np.ndarray:
-        """End a stream: feed silence and return what comes out (latency + effect tails).
+    def flush(self, sample_rate: float, tail: bool = True, max_seconds: float = 30.0,
+              silence: float = 1e-5) -> np.ndarray:
+        """End a stream: feed silence and return what comes out, shape ``(channels, n)``.
 
-        Runs until the output stays below ``silence`` (peak, linear) for a whole block after the
-        latency has been emitted, at most ``max_seconds``. Shape ``(channels, n)``.
+        ``tail=False``: exactly :attr:`latency_samples` samples, i.e. the input's last samples.
+        ``tail=True``: also the effect tail (reverbs, delays), until the output stays below
+        ``silence`` (linear peak) for a whole block, at most ``max_seconds``.
         """
         channels = self._channels or 2
+        lat = self.latency_samples
+        if not tail:
+            if lat <= 0:
+                return np.zeros((channels, 0), np.float32)
+            return self.process(np.zeros((channels, lat), np.float32), sample_rate, reset=False)
         block = max(1024, int(sample_rate) // 10)
         out: list[np.ndarray] = []
-        emitted, limit = 0, int(max_seconds * sample_rate) + self.latency_samples
+        emitted, limit = 0, int(max_seconds * sample_rate) + lat
         while emitted < limit:
             y = self.process(np.zeros((channels, block), np.float32), sample_rate, reset=False)
             out.append(y)
             emitted += block
-            if emitted >= self.latency_samples + block and float(np.max(np.abs(y), initial=0.0)) < silence:
+            if emitted >= lat + block and float(np.max(np.abs(y), initial=0.0)) < silence:
                 break
-        return np.concatenate(out, axis=1) if out else np.zeros((channels, 0), np.float32)
+        return np.concatenate(out, axis=1)
 
     def render(self, audio: np.ndarray, sample_rate: float, keep_tail: bool = False) -> np.ndarray:
         """Whole-signal render, built from the streaming path: reset, one block, flush.
@@ -554,15 +561,8 @@ class Chain:
         self.reset()
         n = x.shape[1]
         y = self.process(x, sample_rate, reset=False)
-        lat = self.latency_samples
-        tail = self.flush(sample_rate) if keep_tail else self._flush_exact(lat, x.shape[0], sample_rate)
-        full = np.concatenate([y, tail], axis=1)[:, lat:]
+        full = np.concatenate([y, self.flush(sample_rate, tail=keep_tail)], axis=1)[:, self.latency_samples:]
         return full if keep_tail else full[:, :n]
-
-    def _flush_exact(self, samples: int, channels: int, sample_rate: float) -> np.ndarray:
-        if samples <= 0:
-            return np.zeros((channels, 0), np.float32)
-        return self.process(np.zeros((channels, samples), np.float32), sample_rate, reset=False)
 
     def _render_resampled(self, x: np.ndarray, sample_rate: float, keep_tail: bool) -> np.ndarray:
         from dawsep import audio as audio_io

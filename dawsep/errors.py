@@ -53,4 +53,4 @@ class OutputPathError(DawsepError):
 class BatchError(DawsepError):
     """A batch finished with failures (the summary is in the message)."""
 
-    exit_code = 2
+    exit_code = 1

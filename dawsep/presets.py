@@ -14,12 +14,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+from dawsep.audio import DEFAULT_BIT_DEPTH as _PCM_DEFAULT, WRITE_FORMATS as FORMATS
 from dawsep.chain import BUILTINS, BuiltinStep, Chain, ModelStepSpec, StepSpec, VST3Step, validate_builtin
 from dawsep.errors import PluginError, PresetError
 
 STEMS = ("piano", "bass", "drums", "guitar", "other")
-FORMATS = {"wav": (16, 24, 32), "flac": (16, 24), "ogg": (), "mp3": ()}
-DEFAULT_BIT_DEPTH = {"wav": 24, "flac": 24, "ogg": None, "mp3": None}
+DEFAULT_BIT_DEPTH = {fmt: (_PCM_DEFAULT if depths else None) for fmt, depths in FORMATS.items()}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,172 @@
+"""``dawsep`` command line: thin wrappers that parse, call the library and map errors to exit codes.
+
+Only click is imported at module level so ``dawsep --help`` is instant; each command imports
+what it needs.
+
+Exit codes: 0 all songs succeeded; 1 some songs failed (summary on stderr); 2 usage error;
+3 audio format, 4 preset, 5 plugin, 6 model, 7 output path errors.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from dawsep import __version__
+from dawsep.errors import BatchError, DawsepError
+
+FORMATS = ("wav", "flac", "ogg", "mp3")
+
+
+class _Group(click.Group):
+    """Turns DawsepError into a one-line message and its exit code (no traceback)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BatchError as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(exc.exit_code)
+        except DawsepError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dawsep")
+def main() -> None:
+    """Separate songs into stems, render them through effect chains, transcribe piano to MIDI.
+
+    \b
+    Examples:
+      dawsep presets list
+      dawsep render stems/ -o out/ --preset bass --jobs 2
+      dawsep info song.flac
+    """
+
+
+def _batch_options(f):
+    f = click.option("--jobs", "-j", type=click.IntRange(1, 256), default=1, show_default=True,
+                     help="Songs processed in parallel (worker processes).")(f)
+    f = click.option("--force", is_flag=True, help="Redo songs already done in OUT.")(f)
+    f = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")(f)
+    f = click.option("--downmix", is_flag=True, help="Mix files with more than two channels down to stereo.")(f)
+    f = click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+                     help="Output format (default: the preset's).")(f)
+    f = click.option("--bit-depth", type=click.Choice(["16", "24", "32"]), default=None,
+                     help="Output bit depth for wav (16/24/32 float) and flac (16/24).")(f)
+    f = click.option("--output", "-o", "out_dir", required=True, type=click.Path(file_okay=False),
+                     help="Output folder: OUT/<song>/<stem>.<ext>, manifest.json, and a ledger for resuming.")(f)
+    return f
+
+
+def _output_options(preset, fmt: str | None, bit_depth: str | None):
+    from dawsep.batch import OutputOptions
+    from dawsep.presets import DEFAULT_BIT_DEPTH, FORMATS as ALLOWED
+
+    fmt = fmt or preset.output.format
+    if bit_depth is None:
+        depth = preset.output.bit_depth if fmt == preset.output.format else DEFAULT_BIT_DEPTH[fmt]
+    else:
+        depth = int(bit_depth)
+        if depth not in ALLOWED[fmt]:
+            allowed = ", ".join(map(str, ALLOWED[fmt])) or "none (lossy format)"
+            raise click.BadParameter(f"{depth} is not available for {fmt}; allowed: {allowed}",
+                                     param_hint="--bit-depth")
+    return OutputOptions(fmt, depth)
+
+
+def _finish(report) -> None:
+    click.echo(report.summary(), err=True)
+    if not report.ok:
+        raise BatchError(f"{len(report.failed)} of {len(report.done) + len(report.failed)} song(s) failed")
+
+
+@main.command()
+@click.argument("input_path", metavar="IN", type=click.Path(exists=True))
+@click.option("--preset", "-p", required=True, help="Preset name (see `dawsep presets list`) or path to a .toml.")
+@click.option("--keep-tail", is_flag=True, help="Append the effect tail (reverb/delay) after the end of each file.")
+@_batch_options
+def render(input_path, preset, keep_tail, out_dir, fmt, bit_depth, downmix, jobs, force, quiet):
+    """Render every audio file under IN through a preset's effect chain.
+
+    Useful on stems you already have: each file becomes OUT/<relative path>/<stem>.<ext>,
+    aligned with the input and the same length. Reruns skip finished files.
+    """
+    from dawsep.batch import RenderJob, run_batch
+    from dawsep.presets import load_preset
+
+    p = load_preset(preset)
+    p.build_chain()  # fail fast on a bad plugin before touching any song
+    job = RenderJob(p, _output_options(p, fmt, bit_depth), downmix=downmix, keep_tail=keep_tail)
+    _finish(run_batch(job, input_path, out_dir, jobs=jobs, force=force, progress=not quiet))
+
+
+@main.group()
+def presets() -> None:
+    """List and inspect presets."""
+
+
+@presets.command("list")
+def presets_list():
+    """Shipped presets with their descriptions."""
+    from dawsep.presets import list_presets, load_preset
+
+    for name in list_presets():
+        click.echo(f"{name:10s} {load_preset(name).description}")
+
+
+@presets.command("show")
+@click.argument("name")
+def presets_show(name):
+    """Show a preset (name or path): the validated chain, stem, transcription and output."""
+    from dawsep.presets import load_preset
+
+    p = load_preset(name)
+    click.echo(f"name:        {p.name}\nsource:      {p.source}\ndescription: {p.description}")
+    if p.separate:
+        click.echo(f"separate:    stem={p.separate.stem} model={p.separate.model}")
+    click.echo("chain:")
+    chain = p.build_chain()
+    for i, d in enumerate(chain.descriptions):
+        click.echo(f"  {i}. {d}")
+    if chain.latency_samples:
+        click.echo(f"  latency: {chain.latency_samples} samples")
+    if p.transcribe:
+        t = p.transcribe
+        click.echo(f"transcribe:  model={t.model} onset_threshold={t.onset_threshold} frame_threshold={t.frame_threshold} "
+                   f"offset_threshold={t.offset_threshold} min_note_ms={t.min_note_ms:g} pedal={str(t.pedal).lower()}")
+    depth = f" {p.output.bit_depth}-bit" if p.output.bit_depth else ""
+    click.echo(f"output:      {p.output.format}{depth}")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(files, as_json):
+    """Show format, sample rate, channels and duration of audio files."""
+    from dataclasses import asdict
+
+    from dawsep import audio
+
+    results, failed = [], 0
+    for f in files:
+        try:
+            i = audio.info(f)
+        except DawsepError as exc:
+            failed += 1
+            click.echo(f"error: {exc}", err=True)
+            continue
+        results.append(asdict(i))
+        if not as_json:
+            click.echo(f"{i.path}: {i.format} {i.subtype or ''} {i.sample_rate} Hz, {i.channels} ch, "
+                       f"{i.frames} frames ({i.duration_s:.2f} s)")
+    if as_json:
+        click.echo(json.dumps(results, indent=2, default=str))
+    if failed:
+        sys.exit(3)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
