@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: sysdeps $(STAMP)
 
 demo: install
-	$(BIN)/dawsep render demo -o demo-out --preset piano --jobs $(JOBS)
+	$(BIN)/dawsep render demo/demo_song.flac -o demo-out --preset piano
 	@echo "demo: outputs in demo-out/ (see demo-out/manifest.json)"
 
 test: install

@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): speed and quality figures written to docs/BENCHMARKS.md."""
