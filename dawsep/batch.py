@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
+import numpy as np
+
 from dawsep.errors import DawsepError, OutputPathError
 
 STATE_DIR = ".dawsep"
@@ -418,7 +420,7 @@ class RenderJob:
     """
 
     preset: Any  # dawsep.presets.Preset
-    output: OutputOptions = field(default_factory=OutputOptions)
+    output: OutputOptions | None = None  # None: the preset's [output]
     downmix: bool = False
     keep_tail: bool = False
     block_frames: int = 65536
@@ -426,6 +428,8 @@ class RenderJob:
 
     def __post_init__(self):
         self.task = self.task or f"render:{self.preset.name}"
+        if self.output is None:
+            self.output = OutputOptions(self.preset.output.format, self.preset.output.bit_depth)
         self._chain = None
 
     def __getstate__(self):
@@ -452,23 +456,45 @@ class RenderJob:
         self._chain = chain
         chain.reset()
         name = f"{self.preset.stem}.{self.output.format}"
-        with audio.stream(song.path, block_frames=self.block_frames, downmix=self.downmix) as reader:
-            sr = reader.sample_rate
-            chain.check_sample_rate(sr)
-            skip = chain.latency_samples  # drop the chain's delay so output aligns with input
-            with audio.AudioWriter(staging / name, sr, channels=2, format=self.output.format,
-                                   bit_depth=self.output.bit_depth) as writer:
-                for block in reader:
-                    y = chain(block, sr, reset=False)
-                    if skip:
-                        cut = min(skip, y.shape[1])
-                        y, skip = y[:, cut:], skip - cut
-                    if y.shape[1]:
-                        writer.write(y)
-                tail = chain.flush(sr, tail=self.keep_tail)[:, skip:]
-                if tail.shape[1]:
-                    writer.write(tail)
-            frames = reader.frames
+        src = audio.info(song.path)
+        # A chain with a model step runs at the model's rate: stream-resample there and back.
+        rates = chain.model_sample_rates
+        if len(rates) > 1:
+            raise DawsepError(f"preset {self.preset.name!r} mixes model steps at {sorted(rates)} Hz")
+        rate = next(iter(rates), src.sample_rate)
+        back = audio.Resampler(rate, src.sample_rate) if rate != src.sample_rate else None
+        chain.check_sample_rate(rate)
+        skip = chain.latency_samples  # drop the chain's delay so output aligns with input
+        with audio.stream(song.path, block_frames=self.block_frames, sample_rate=rate,
+                          downmix=self.downmix) as reader, \
+                audio.AudioWriter(staging / name, src.sample_rate, channels=2, format=self.output.format,
+                                  bit_depth=self.output.bit_depth) as writer:
+            # without the tail, exactly the input's length (resampling there and back may round)
+            room = None if self.keep_tail else src.frames
+
+            def write(y):
+                nonlocal room
+                if room is not None:
+                    y = y[:, :room]
+                    room -= y.shape[1]
+                if y.shape[1]:
+                    writer.write(y)
+
+            def emit(y):
+                nonlocal skip
+                if skip:
+                    cut = min(skip, y.shape[1])
+                    y, skip = y[:, cut:], skip - cut
+                write(back.process(y) if back is not None else y)
+
+            for block in reader:
+                emit(chain(block, rate, reset=False))
+            emit(chain.flush(rate, tail=self.keep_tail))
+            if back is not None:
+                write(back.flush())
+            if room:
+                write(np.zeros((2, room), np.float32))
+        frames, sr = src.frames, src.sample_rate
         return {
             "outputs": [name],
             "input_sha256": file_sha256(song.path),

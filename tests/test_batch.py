@@ -15,7 +15,9 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
+from _models import DelayedGainModel
 from dawsep.batch import RenderJob, discover, inside, run_batch
+from dawsep.chain import register_model_step
 from dawsep.cli import main
 from dawsep.errors import OutputPathError
 from dawsep.presets import load_preset
@@ -122,6 +124,56 @@ def test_output_paths_stay_inside(tmp_path):
         inside(tmp_path, "..", "evil.flac")
     with pytest.raises(OutputPathError):
         inside(tmp_path, "/etc/passwd")
+
+
+def bad_inputs(root: Path) -> dict[str, str]:
+    """One file per kind of bad input -> a phrase its error must contain."""
+    root.mkdir()
+    (root / "empty.wav").write_bytes(b"")
+    sf.write(root / "zero.wav", np.zeros((0, 2), np.float32), SR)
+    sf.write(root / "full.wav", tone(1.0), SR, subtype="PCM_16")
+    data = (root / "full.wav").read_bytes()
+    (root / "truncated.wav").write_bytes(data[: len(data) // 2])
+    (root / "text.flac").write_text("hello, I am not a FLAC file\n" * 20)
+    nan = tone(0.5)
+    nan[1000, 0] = np.nan
+    sf.write(root / "nan.wav", nan, SR, subtype="FLOAT")
+    sf.write(root / "surround.wav", np.tile(tone(0.2, channels=1), (1, 6)), SR)
+    (root / "full.wav").unlink()
+    return {"empty": "empty", "zero": "no audio", "truncated": "truncated", "text": "text.flac",
+            "nan": "NaN", "surround": "6 channels"}
+
+
+def test_bad_input_matrix_each_reported_nothing_written(tmp_path):
+    expected = bad_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    report = run_batch(RenderJob(load_preset("bass")), tmp_path / "in", out, progress=False)
+    failed = dict(report.failed)
+    assert sorted(failed) == sorted(expected) and report.done == []
+    for song, phrase in expected.items():
+        assert song in failed[song] and phrase.lower() in failed[song].lower(), failed[song]
+        assert not (out / song).exists()
+    assert no_temp_files(out)
+    # --downmix turns the 6-channel file into a stereo stem
+    fixed = run_batch(RenderJob(load_preset("bass"), downmix=True), tmp_path / "in" / "surround.wav", out, progress=False)
+    assert fixed.done == ["surround"] and sf.info(str(out / "surround" / "bass.flac")).channels == 2
+
+
+def test_model_step_at_its_own_rate_is_streamed_there_and_back(tmp_path):
+    register_model_step("test-delayed-gain", DelayedGainModel)
+    preset_file = tmp_path / "model.toml"
+    preset_file.write_text('[separate]\nstem = "piano"\n[[chain]]\nmodel = "test-delayed-gain"\n'
+                           'gain = 0.5\nlatency = 300\nsample_rate = 22050\n[output]\nformat = "wav"\nbit_depth = 32\n')
+    x = tone(2.0, sr=48000, freq=1000.0, seed=1)
+    sf.write(tmp_path / "s.wav", x, 48000, subtype="FLOAT")
+    report = run_batch(RenderJob(load_preset(str(preset_file)), block_frames=3000), tmp_path / "s.wav",
+                       tmp_path / "out", progress=False)
+    assert report.ok, report.summary()
+    y, sr = sf.read(tmp_path / "out" / "s" / "piano.wav", always_2d=True)
+    assert sr == 48000 and y.shape == x.shape  # back at the input rate, same length, aligned
+    core = slice(2000, -2000)
+    # the 1 kHz tone survives 48k -> 22.05k -> 48k; the noise above 11 kHz is gone, hence the tolerance
+    assert np.sqrt(np.mean((y[core] - 0.5 * x[core]) ** 2)) < 0.01 * np.sqrt(np.mean((0.5 * x[core]) ** 2)) + 0.004
 
 
 # ------------------------------------------------------------------------------- kill + resume

@@ -8,6 +8,7 @@ import pytest
 
 from dawsep.chain import BuiltinStep, Chain, ModelStepSpec, VST3Step, register_model_step
 from dawsep.errors import PluginError
+from _models import DelayedGainModel
 
 SR = 44100
 VST3_DIR = Path("/usr/lib/vst3")
@@ -212,27 +213,6 @@ def test_missing_and_broken_vst3(tmp_path):
 
 
 # ---------------------------------------------------------------------------- model steps
-
-
-class DelayedGainModel:
-    """A tiny stateful model step: gain with a fixed lookahead latency (like a chunked model)."""
-
-    def __init__(self, gain: float = 0.5, latency: int = 64, sample_rate: int | None = None):
-        self.name = "delayed-gain"
-        self.gain = gain
-        self.latency_samples = latency
-        self.sample_rate = sample_rate
-        self.reset()
-
-    def reset(self) -> None:
-        self._buf = None
-
-    def process(self, audio, sample_rate, reset):
-        if reset or self._buf is None:
-            self._buf = np.zeros((audio.shape[0], self.latency_samples), np.float32)
-        joined = np.concatenate([self._buf, audio * self.gain], axis=1)
-        self._buf = joined[:, audio.shape[1]:]
-        return joined[:, :audio.shape[1]]
 
 
 def test_model_step_in_chain_latency_and_streaming():
