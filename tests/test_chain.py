@@ -168,6 +168,7 @@ def test_vst3_mixed_with_builtins_streams_like_offline_with_latency():
         VST3Step(str(ZAM_COMP_X2), {"threshold_db": -20.0}),
     ])
     assert chain.latency_samples == 480
+    assert len(chain._stages) == 1  # built-ins and stereo VST3s run as one pedalboard.Pedalboard
     whole = chain(x, SR)
     assert whole.shape == x.shape and rms(whole) > 0.01
     for block in (511, 4096):
