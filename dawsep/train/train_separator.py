@@ -1,0 +1,348 @@
+"""Training loop for the masking separators (``dawsep-train separator train``).
+
+- AdamW, linear warm-up then cosine decay to 10 % (a pure function of the step: nothing to
+  restore on resume), gradient clipping.
+- Loss: L1 on the waveform + L1 on the complex spectrogram (normalised STFT, so both terms have the
+  waveform's scale), over every stem.
+- Data: :class:`SeparationDataset` on the ``train`` split (Demucs-style remix, gains, swaps, flips).
+  Its items are pure functions of ``(seed, index)`` and the sampler starts at ``step * batch``, so
+  a resumed run sees exactly the batches an uninterrupted one would.
+- Checkpoints: ``OUT/last.pt`` every few minutes, at each validation and on SIGTERM/SIGINT,
+  written to a temp file then ``os.replace``d (a crash never leaves a torn file); a run resumes
+  from it automatically. ``OUT/best.pt`` keeps the weights with the best mean validation SDR.
+  Everything loads with ``torch.load(..., weights_only=True)``.
+- Validation every ``valid_every`` steps on a fixed subset of the ``valid`` split (never ``test``):
+  SDR per stem, museval-style (1 s chunks, median over chunks, median over songs), in numpy.
+  The first validation also logs the mixture-as-estimate floor and the IRM oracle on the same audio.
+- Log: one JSON object per line in ``OUT/log.jsonl`` (``type``: ``train`` | ``valid`` | ``baseline``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dawsep.errors import DawsepError
+from dawsep.train.data.score import SAMPLE_RATE, STEMS
+from dawsep.train.separators import ARCHS, MaskSeparator, build, n_params
+from dawsep.train.stft import ISTFT, STFT
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    arch: str = "tfctdf"
+    model: dict = field(default_factory=dict)  # constructor overrides of the architecture's defaults
+    steps: int = 20000
+    batch_size: int = 4
+    segment_seconds: float = 6.0
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup: int = 300
+    clip: float = 5.0
+    spec_weight: float = 1.0
+    seed: int = 0
+    kinds: tuple[str, ...] = ("gen", "m21", "piano")
+    valid_every: int = 500
+    valid_songs: int = 32
+    valid_seconds: float = 15.0
+    log_every: int = 25
+    ckpt_minutes: float = 5.0
+    workers: int = 1
+    threads: int = 2
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["kinds"] = list(self.kinds)
+        return d
+
+
+# ------------------------------------------------------------------ loss and metrics
+def separation_loss(est: torch.Tensor, ref: torch.Tensor, stft: STFT, spec_weight: float = 1.0):
+    """``est, ref [B, S, 2, T]`` -> (loss, {"wave": ..., "spec": ...}) as floats for logging."""
+    wave = (est - ref).abs().mean()
+    spec = (stft(est.flatten(1, 2)) - stft(ref.flatten(1, 2))).abs().mean()
+    loss = wave + spec_weight * spec
+    return loss, {"wave": float(wave.detach()), "spec": float(spec.detach())}
+
+
+def sdr_song(ref: np.ndarray, est: np.ndarray, sr: int = SAMPLE_RATE, eps: float = 1e-10) -> float:
+    """museval-style SDR of one stem of one song: ``ref, est [2, T]``; 10 log10(|s|^2/|s - s^|^2)
+    per 1 s chunk, median over chunks where the reference is not silent (NaN if none).
+
+    Plain energy ratio (no BSSEval distortion filter): cheap enough to run inside training, and
+    the number the issue's targets compare to the mixture floor and IRM oracle on the same audio.
+    """
+    n = ref.shape[-1] // sr
+    r = ref[..., : n * sr].reshape(ref.shape[0], n, sr).astype(np.float64)
+    e = est[..., : n * sr].reshape(est.shape[0], n, sr).astype(np.float64)
+    num = (r ** 2).sum(axis=(0, 2))
+    den = ((r - e) ** 2).sum(axis=(0, 2))
+    ok = num > eps * r.shape[0] * sr  # skip chunks whose reference is silent (below -100 dB)
+    if not ok.any():
+        return float("nan")
+    return float(np.median(10 * np.log10((num[ok] + eps) / (den[ok] + eps))))
+
+
+def summarize(per_song: list[list[float]], stems=STEMS) -> dict:
+    """Median over songs per stem, and their mean (the model-selection score)."""
+    arr = np.array(per_song, dtype=np.float64).reshape(-1, len(stems))
+    med = {s: (float(np.nanmedian(arr[:, i])) if np.isfinite(arr[:, i]).any() else float("nan"))
+           for i, s in enumerate(stems)}
+    return {"sdr": med, "mean": float(np.nanmean(list(med.values())))}
+
+
+def irm_oracle(stems: np.ndarray, n_fft: int, hop: int, n_bins: int) -> np.ndarray:
+    """Ideal ratio mask (power, mixture phase) from the true stems, with the model's STFT and
+    cut-off: the upper bound of a real-valued mask. ``stems [S, 2, T]`` -> ``[S, 2, T]``."""
+    x = torch.from_numpy(np.ascontiguousarray(stems, np.float32))
+    S = STFT(n_fft, hop, n_bins, use_fft=True)(x)  # [S, 2, 2, F, N]
+    p = S.pow(2).sum(2, keepdim=True)
+    mask = p / (p.sum(0, keepdim=True) + 1e-12)
+    X = S.sum(0, keepdim=True)
+    return ISTFT(n_fft, hop, n_bins, use_fft=True)(mask * X, x.shape[-1]).numpy()
+
+
+class ValidSubset:
+    """A fixed, evenly spaced subset of the ``valid`` split's mixtures (kinds gen and m21, whose
+    stems are all present): ``(name, stems [5, 2, T])`` per song, read on demand (no RAM kept)."""
+
+    def __init__(self, root: str, n_songs: int, seconds: float):
+        from dawsep.train.data.dataset import load_songs
+
+        songs = load_songs(root, "valid", ("gen", "m21"))  # the only split validation ever reads
+        if not songs:
+            raise FileNotFoundError(f"no valid songs under {root}")
+        idx = np.unique(np.linspace(0, len(songs) - 1, min(n_songs, len(songs))).round().astype(int))
+        self.songs = [songs[i] for i in idx]
+        self.frames = int(round(seconds * SAMPLE_RATE))
+
+    def __len__(self) -> int:
+        return len(self.songs)
+
+    def __iter__(self):
+        from dawsep.train.data.dataset import read_excerpt
+
+        for s in self.songs:
+            yield s.meta["name"], np.stack([read_excerpt(s, k, 0, min(self.frames, s.samples)) for k in STEMS])
+
+
+@torch.no_grad()
+def validate(model: MaskSeparator, valid, device, baseline: bool = False) -> dict:
+    """SDR summary of ``model`` on ``valid`` (iterable of ``(name, stems [S, 2, T])``); with
+    ``baseline`` also the mixture-as-estimate floor and the IRM oracle on the same songs."""
+    was_training = model.training
+    model.eval()
+    rows, mix_rows, irm_rows = [], [], []
+    for _, stems in valid:
+        mix = stems.sum(0)
+        est = model(torch.from_numpy(mix)[None].to(device))[0].cpu().numpy()
+        rows.append([sdr_song(stems[i], est[i]) for i in range(len(stems))])
+        if baseline:
+            mix_rows.append([sdr_song(stems[i], mix) for i in range(len(stems))])
+            irm = irm_oracle(stems, model.n_fft, model.hop, model.n_bins)
+            irm_rows.append([sdr_song(stems[i], irm[i]) for i in range(len(stems))])
+    model.train(was_training)
+    out = {"model": summarize(rows), "songs": len(rows)}
+    if baseline:
+        out["mixture"], out["irm"] = summarize(mix_rows), summarize(irm_rows)
+    return out
+
+
+# ------------------------------------------------------------------ checkpoints
+def atomic_save(obj, path: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def model_from_checkpoint(path: str) -> tuple[MaskSeparator, dict]:
+    ck = load_checkpoint(path)
+    model = build(ck["model_config"])
+    model.load_state_dict(ck["model"])
+    return model.eval(), ck
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def make_model(arch: str, overrides: dict | None = None) -> MaskSeparator:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; allowed: {sorted(ARCHS)}")
+    return ARCHS[arch](**{k: (tuple(v) if isinstance(v, list) else v) for k, v in (overrides or {}).items()})
+
+
+class _Range(torch.utils.data.Sampler):
+    """Indices ``start .. stop-1`` in order: the resumable sampler (items are random already)."""
+
+    def __init__(self, start: int, stop: int):
+        self.start, self.stop = start, stop
+
+    def __iter__(self):
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+# ------------------------------------------------------------------ the loop
+def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=print, until: int | None = None) -> dict:
+    """Train (or resume) into ``cfg.out``; returns the final state summary.
+
+    ``train_set`` / ``valid`` replace the corpus datasets (tests); ``train_set`` items must be
+    ``{"mix": (2, T), "stems": (S, 2, T)}`` indexed by any integer. ``until`` stops (with a
+    checkpoint) at that step without changing the schedule, which ``cfg.steps`` defines.
+    """
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    os.makedirs(cfg.out, exist_ok=True)
+    last_path, best_path = os.path.join(cfg.out, "last.pt"), os.path.join(cfg.out, "best.pt")
+    log_path = os.path.join(cfg.out, "log.jsonl")
+
+    ck = load_checkpoint(last_path) if os.path.exists(last_path) else None
+    if ck and ck["model_config"]["arch"] != cfg.arch:
+        raise DawsepError(f"{last_path} holds a {ck['model_config']['arch']!r} model, not {cfg.arch!r}: "
+                          "use another --out or the matching --arch")
+    model = build(ck["model_config"]) if ck else make_model(cfg.arch, cfg.model)
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, best, baseline = 0, None, None
+    if ck:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step, best, baseline = int(ck["step"]), ck.get("best"), ck.get("baseline")
+        torch.set_rng_state(ck["rng"]["torch"])
+        log(f"resumed from {last_path} at step {step}")
+    corpus = _corpus_info(cfg.data)
+
+    segment = model.efficient_length(int(round(cfg.segment_seconds * SAMPLE_RATE)))
+    if train_set is None:
+        from dawsep.train.data.dataset import SeparationDataset
+
+        train_set = SeparationDataset(cfg.data, "train", segment_seconds=segment / SAMPLE_RATE,
+                                      length=cfg.steps * cfg.batch_size, seed=cfg.seed, kinds=tuple(cfg.kinds))
+    if valid is None and cfg.valid_every > 0:
+        valid = ValidSubset(cfg.data, cfg.valid_songs, cfg.valid_seconds)
+    stop_at = min(cfg.steps, until) if until is not None else cfg.steps
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=_Range(step * cfg.batch_size,
+                                                                             stop_at * cfg.batch_size),
+                        num_workers=cfg.workers, drop_last=True, pin_memory=device.type == "cuda",
+                        prefetch_factor=4 if cfg.workers else None)
+    loss_stft = STFT(model.n_fft, model.hop, model.n_bins, normalized=True).to(device)
+    log(f"{model.arch}: {n_params(model):,} parameters; segment {segment} samples; "
+        f"steps {step}..{cfg.steps}; device {device}")
+
+    def snapshot() -> dict:
+        return {"model": model.state_dict(), "model_config": model.config(), "optimizer": opt.state_dict(),
+                "step": step, "rng": {"torch": torch.get_rng_state()}, "train_config": cfg.to_dict(),
+                "best": best, "baseline": baseline, "corpus": corpus}
+
+    stop = {"flag": False}
+
+    def on_signal(signum, _frame):  # finish the current step, save, exit cleanly
+        stop["flag"] = True
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} \
+        if _main_thread() else {}
+    acc, n_acc, t_log, t_ckpt, t_wait = {"loss": 0.0, "wave": 0.0, "spec": 0.0}, 0, time.time(), time.time(), 0.0
+    t_fetch = time.time()
+    try:
+        for batch in loader:
+            t_wait += time.time() - t_fetch
+            mix, ref = batch["mix"].to(device), batch["stems"].to(device)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            loss, parts = separation_loss(model(mix), ref, loss_stft, cfg.spec_weight)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {float(loss)} at step {step}; last good checkpoint: {last_path}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            step += 1
+            acc["loss"] += float(loss.detach())
+            acc["wave"] += parts["wave"]
+            acc["spec"] += parts["spec"]
+            n_acc += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.time()
+                rec = {"type": "train", "step": step, **{k: v / n_acc for k, v in acc.items()},
+                       "lr": lr_at(step - 1, cfg), "steps_per_s": n_acc / (now - t_log),
+                       "data_wait_s": t_wait / n_acc, "time": now}
+                _append(log_path, rec)
+                log(f"step {step} loss {rec['loss']:.5f} ({rec['steps_per_s']:.3f} steps/s)")
+                acc, n_acc, t_log, t_wait = {k: 0.0 for k in acc}, 0, now, 0.0
+            if valid is not None and cfg.valid_every > 0 and (step % cfg.valid_every == 0 or step == cfg.steps):
+                t0 = time.time()
+                res = validate(model, valid, device, baseline=baseline is None)
+                if baseline is None:
+                    baseline = {"mixture": res["mixture"], "irm": res["irm"], "songs": res["songs"]}
+                    _append(log_path, {"type": "baseline", "step": step, **baseline, "time": time.time()})
+                rec = {"type": "valid", "step": step, **res["model"], "songs": res["songs"],
+                       "seconds": time.time() - t0, "time": time.time()}
+                if best is None or rec["mean"] > best["mean"]:
+                    best = {"step": step, "mean": rec["mean"], "sdr": rec["sdr"]}
+                    atomic_save({"model": model.state_dict(), "model_config": model.config(), "step": step,
+                                 "best": best, "baseline": baseline, "train_config": cfg.to_dict(),
+                                 "corpus": corpus}, best_path)
+                rec["best_mean"] = best["mean"]
+                _append(log_path, rec)
+                log(f"valid step {step}: mean SDR {rec['mean']:.2f} dB " +
+                    " ".join(f"{k} {v:.2f}" for k, v in rec["sdr"].items()))
+                atomic_save(snapshot(), last_path)
+                t_ckpt = time.time()
+            elif time.time() - t_ckpt > cfg.ckpt_minutes * 60 or step == stop_at or stop["flag"]:
+                atomic_save(snapshot(), last_path)
+                t_ckpt = time.time()
+            if stop["flag"]:
+                log(f"stopped by signal at step {step}; saved {last_path}")
+                break
+            t_fetch = time.time()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        torch.set_num_threads(threads_before)
+    return {"step": step, "best": best, "baseline": baseline}
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _append(path: str, rec: dict) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(rec) + "\n")
+
+
+def _corpus_info(root: str) -> dict:
+    """What the run trained on (stamped into the exported model as ``dawsep.train_data``)."""
+    info = {"root": os.path.basename(os.path.normpath(root)) if root else None}
+    if not root:
+        return info
+    try:
+        with open(os.path.join(root, "corpus.json")) as fh:
+            info["corpus"] = json.load(fh).get("config")
+    except (OSError, ValueError):
+        pass
+    return info

@@ -1,0 +1,125 @@
+"""Export a trained separator checkpoint to a self-contained ONNX graph (DESIGN.md contract).
+
+``mix`` float32 ``[batch, 2, samples]`` -> ``stems`` float32 ``[batch, n_stems, 2, samples]``,
+dynamic batch and length, STFT/iSTFT inside the graph, opset 17 with the legacy (TorchScript)
+exporter: the one ENVIRONMENT.md found to export the convolutional STFT cleanly and fast.
+After writing, the file is checked (``onnx.checker``), run in ONNX Runtime against torch on
+random input of a length other than the traced one (max abs difference <= ``tol``), and stamped
+with ``metadata_props``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import warnings
+
+import numpy as np
+import torch
+
+OPSET = 17
+
+
+def _export_bytes(model: torch.nn.Module, example: torch.Tensor) -> bytes:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # The legacy exporter is deliberate (see module docstring): its deprecation notice, tracer
+        # notes and "Slice with steps != 1 not constant-folded" are noise; parity() is the check.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), buf, opset_version=OPSET, dynamo=False, input_names=["mix"],
+                          output_names=["stems"], dynamic_axes={"mix": {0: "batch", 2: "samples"},
+                                                                "stems": {0: "batch", 3: "samples"}})
+    return buf.getvalue()
+
+
+def ort_session(path_or_bytes, threads: int = 2):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(path_or_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def parity(model: torch.nn.Module, sess, samples: int = 44100 + 1234, batch: int = 2, seed: int = 0) -> float:
+    """Max abs difference ONNX Runtime vs torch on random input ``[batch, 2, samples]``."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(batch, 2, samples, generator=g) - 0.5)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = sess.run(["stems"], {"mix": x.numpy()})[0]
+    if got.shape != ref.shape:
+        raise AssertionError(f"ONNX output shape {got.shape} != torch {ref.shape}")
+    return float(np.abs(got - ref).max())
+
+
+def realtime_factor(sess, seconds: float = 10.0, sample_rate: int = 44100, repeats: int = 3) -> float:
+    """Audio seconds per wall second for one stereo clip of ``seconds`` (best of ``repeats``)."""
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 2, int(seconds * sample_rate))).astype(np.float32)
+    sess.run(["stems"], {"mix": x})  # warm-up (allocations, kernel generation)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        sess.run(["stems"], {"mix": x})
+        best = min(best, time.perf_counter() - t)
+    return seconds / best
+
+
+def metadata(model, ck: dict | None, segment_samples: int, extra_metrics: dict | None = None) -> dict[str, str]:
+    """``metadata_props`` per DESIGN.md (strings; JSON where structured)."""
+    from dawsep import __version__
+    from dawsep.train.separators import n_params
+
+    ck = ck or {}
+    metrics = {"step": ck.get("step"), "valid": ck.get("best"), "valid_baseline": ck.get("baseline"),
+               "params": n_params(model), **(extra_metrics or {})}
+    train_data = {"corpus": ck.get("corpus"), "train_config": ck.get("train_config"),
+                  "valid": "valid split subset; the test split is never read in training"}
+    return {
+        "dawsep.kind": "separator",
+        "dawsep.sample_rate": str(model.sample_rate),
+        "dawsep.segment_samples": str(segment_samples),
+        "dawsep.stems": json.dumps(list(model.stems)),
+        "dawsep.version": __version__,
+        "dawsep.architecture": json.dumps(model.config()),
+        "dawsep.train_data": json.dumps(train_data),
+        "dawsep.metrics": json.dumps(metrics),
+    }
+
+
+def export_model(model, out: str, ck: dict | None = None, segment_seconds: float = 10.0, tol: float = 1e-4,
+                 bench: bool = True, threads: int = 2) -> dict:
+    """Write ``out`` (.onnx) from an eval-mode separator; returns the measured figures."""
+    import onnx
+
+    model = model.eval()
+    segment = model.efficient_length(int(round(segment_seconds * model.sample_rate)))
+    data = _export_bytes(model, torch.zeros(1, 2, 2 * model.hop * model.frame_multiple))
+    proto = onnx.load_from_string(data)
+    onnx.checker.check_model(proto)
+    sess = ort_session(data, threads)
+    err = parity(model, sess)
+    if not err <= tol:
+        raise AssertionError(f"ONNX Runtime vs torch max abs difference {err:.3g} > {tol:g}")
+    figures = {"onnx_parity_max_abs": err, "opset": OPSET}
+    if bench:
+        figures[f"onnx_rtf_{threads}threads_10s"] = round(realtime_factor(sess), 2)
+    del proto.metadata_props[:]
+    for k, v in metadata(model, ck, segment, figures).items():
+        proto.metadata_props.add(key=k, value=v)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.tmp-{os.getpid()}"
+    onnx.save(proto, tmp)
+    os.replace(tmp, out)
+    figures["bytes"] = os.path.getsize(out)
+    figures["segment_samples"] = segment
+    return figures
+
+
+def export_checkpoint(ckpt: str, out: str, **kw) -> dict:
+    """``dawsep-train separator export``: checkpoint (last.pt or best.pt) -> ONNX."""
+    from dawsep.train.train_separator import model_from_checkpoint
+
+    model, ck = model_from_checkpoint(ckpt)
+    return export_model(model, out, ck, **kw)
