@@ -107,5 +107,72 @@ def plot(song_dir, out) -> None:
     click.echo(out)
 
 
+@click.group()
+def separator() -> None:
+    """Train separators (TFC-TDF U-Net, Jansson U-Net) and export them to ONNX."""
+
+
+@separator.command(name="train")
+@click.option("--arch", type=click.Choice(["tfctdf", "unet"]), default="tfctdf", show_default=True)
+@click.option("--data", type=click.Path(exists=True, file_okay=False), default=DEFAULT_DATA, show_default=True)
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True,
+              help="Run folder: last.pt (resumed automatically), best.pt, log.jsonl.")
+@click.option("--steps", type=int, default=20000, show_default=True, help="Total optimiser steps (LR schedule length).")
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--segment-seconds", type=float, default=6.0, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--valid-every", type=int, default=500, show_default=True, help="Steps between validations (0: none).")
+@click.option("--valid-songs", type=int, default=32, show_default=True)
+@click.option("--valid-seconds", type=float, default=15.0, show_default=True)
+@click.option("--ckpt-minutes", type=float, default=5.0, show_default=True)
+@click.option("--kinds", default="gen,m21,piano", show_default=True, help="Training song kinds.")
+@click.option("--model", "model_json", default="{}", help='Architecture overrides as JSON, e.g. \'{"layers": 3}\'.')
+@click.option("--workers", type=int, default=1, show_default=True, help="DataLoader worker processes.")
+@click.option("--threads", type=int, default=2, show_default=True, help="torch intra-op threads.")
+@_errors
+def separator_train(arch, data, out, steps, batch_size, segment_seconds, lr, seed, valid_every, valid_songs,
+                    valid_seconds, ckpt_minutes, kinds, model_json, workers, threads) -> None:
+    """Train (or resume from OUT/last.pt) a separator on the corpus."""
+    # The 2 cores are shared: spinning OpenMP workers stall 3-4x when another process holds a
+    # core (measured); passive waiting must be set before torch loads its OpenMP runtime.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from dawsep.train.train_separator import TrainConfig, train
+
+    cfg = TrainConfig(data=data, out=out, arch=arch, model=json.loads(model_json), steps=steps,
+                      batch_size=batch_size, segment_seconds=segment_seconds, lr=lr, seed=seed,
+                      kinds=tuple(k for k in kinds.split(",") if k), valid_every=valid_every,
+                      valid_songs=valid_songs, valid_seconds=valid_seconds, ckpt_minutes=ckpt_minutes,
+                      workers=workers, threads=threads)
+    res = train(cfg, log=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps(res))
+
+
+@separator.command(name="export")
+@click.option("--ckpt", type=click.Path(exists=True, dir_okay=False), required=True, help="best.pt or last.pt")
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="model.onnx to write.")
+@click.option("--segment-seconds", type=float, default=10.0, show_default=True,
+              help="Recommended chunk length stamped as dawsep.segment_samples.")
+@click.option("--no-bench", is_flag=True, help="Skip the real-time-factor measurement.")
+@_errors
+def separator_export(ckpt, out, segment_seconds, no_bench) -> None:
+    """Export a checkpoint to ONNX (opset 17), check parity with torch, stamp metadata."""
+    try:
+        from export.separator import export_checkpoint
+    except ImportError:  # export/ sits at the repo root, outside the installed packages
+        import sys
+
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        from export.separator import export_checkpoint
+    click.echo(json.dumps(export_checkpoint(ckpt, out, segment_seconds=segment_seconds, bench=not no_bench)))
+
+
+main.add_command(separator)
+
+from dawsep.train.cli_transcriber import transcriber  # noqa: E402  (defined in its own module)
+
+main.add_command(transcriber)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

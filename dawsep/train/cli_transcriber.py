@@ -1,0 +1,99 @@
+"""``dawsep-train transcriber``: train the piano transcriber and export it to ONNX.
+
+Registered in ``dawsep/train/cli.py`` with ``main.add_command(transcriber)``. Thin: parse
+options, call the library, map :class:`DawsepError` to its exit code. (Its own small error
+wrapper: importing ``dawsep.train.cli`` from here would be a circular import.)
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+
+from dawsep.errors import DawsepError
+
+DEFAULT_DATA = os.path.join(os.path.expanduser("~"), ".cache", "dawsep", "data")
+
+
+def _errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except DawsepError as e:
+            click.echo(f"error: {e}", err=True)
+            raise SystemExit(e.exit_code) from None
+
+    return wrapper
+
+
+def _export_module():
+    """``export/`` sits beside the ``dawsep`` package in the repository and is not installed, so
+    a console script (whose sys.path lacks the repository root) gets the root added."""
+    try:
+        from export import transcriber as mod
+    except ModuleNotFoundError:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        from export import transcriber as mod
+    return mod
+
+
+@click.group()
+def transcriber() -> None:
+    """Piano transcriber (onsets and frames): train, export."""
+
+
+@transcriber.command()
+@click.option("--data", type=click.Path(file_okay=False), default=DEFAULT_DATA, show_default=True,
+              help="Corpus root (train and valid splits; test is never read).")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/transcriber", show_default=True,
+              help="Run folder: last.pt, best.pt, log.jsonl. An existing last.pt is resumed.")
+@click.option("--steps", type=int, default=100_000, show_default=True, help="Total steps (raise it to extend a run).")
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--segment-seconds", type=float, default=5.0, show_default=True, help="Training excerpt length.")
+@click.option("--lr", type=float, default=6e-4, show_default=True)
+@click.option("--valid-every", type=int, default=2000, show_default=True)
+@click.option("--valid-items", type=int, default=32, show_default=True, help="Valid excerpts per condition.")
+@click.option("--checkpoint-every", type=int, default=500, show_default=True)
+@click.option("--log-every", type=int, default=50, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="Data-loading processes.")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="torch threads for the model; more than 1 on shared cores can stall GRU steps badly.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--model-config", "model_config", default=None,
+              help='JSON overrides of TranscriberConfig, e.g. \'{"rnn": 96}\' (new runs only).')
+@_errors
+def train(data, out, steps, batch, segment_seconds, lr, valid_every, valid_items, checkpoint_every, log_every,
+          workers, threads, device, seed, model_config) -> None:
+    """Train (resumable) on the rendered corpus."""
+    # Shared cores: spinning OpenMP workers stall when another process holds a core; passive
+    # waiting must be set before torch loads its OpenMP runtime (as the separator's command does).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from dawsep.train.train_transcriber import TrainConfig, train as run
+    from dawsep.train.transcriber import TranscriberConfig
+
+    cfg = TrainConfig(data=data, out=out, steps=steps, batch=batch, segment_seconds=segment_seconds, lr=lr,
+                      valid_every=valid_every, valid_items=valid_items, checkpoint_every=checkpoint_every,
+                      log_every=log_every, workers=workers, threads=threads, device=device, seed=seed)
+    mc = TranscriberConfig.from_dict(json.loads(model_config)) if model_config else None
+    rec = run(cfg, mc, log=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps(rec))
+
+
+@transcriber.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--version", "version", default=None, help="dawsep.version to stamp (default: package+step).")
+@click.option("--rtf-seconds", type=float, default=30.0, show_default=True,
+              help="Measure ONNX Runtime speed on this much audio (0: skip).")
+@click.option("--threads", type=int, default=2, show_default=True, help="ONNX Runtime threads for the measurement.")
+@_errors
+def export(checkpoint, out, version, rtf_seconds, threads) -> None:
+    """Export CHECKPOINT (best.pt/last.pt) to ONNX at OUT, with parity check and metadata."""
+    props = _export_module().export_checkpoint(checkpoint, out, version=version, rtf_seconds=rtf_seconds or None,
+                                               threads=threads)
+    click.echo(json.dumps({"out": out, **{k: v for k, v in props.items() if k != "dawsep.architecture"}}, indent=1))

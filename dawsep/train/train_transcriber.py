@@ -1,0 +1,357 @@
+"""Training loop for :class:`~dawsep.train.transcriber.PianoTranscriber`.
+
+- Losses as in Onsets and Frames: BCE on onset, frame, offset and pedal; velocity MSE only where
+  a key is struck (masked by the onset labels, normalised by their count).
+- AdamW, linear warm-up then exponential decay (a pure function of the step, so ``--steps`` can
+  be raised on a resumed run without changing the past schedule), gradient-norm clipping.
+- Deterministic: the model is seeded once, dropout is reseeded every step from ``(seed, step)``,
+  and every data item is a pure function of ``(seed, epoch, index)``; batch ``b`` of epoch ``e`` is
+  items ``[b*B, (b+1)*B)``. So a run resumed from ``last.pt`` continues exactly as if never stopped.
+- ``OUT/last.pt`` (model + optimiser + step) and ``OUT/best.pt`` (model, best mean valid note F1),
+  written atomically; loaded with ``weights_only=True``; ``OUT/log.jsonl`` one JSON object a line.
+- Validation on a fixed subset of the ``valid`` split (evenly spaced tiles, the same each time), per
+  condition (clean / mix / residue): frame F1 and note F1 (onset within 50 ms, offsets ignored)
+  from the small peak-picking decoder below, numpy only. The ``test`` split is never opened here.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dawsep.errors import DawsepError
+from dawsep.train.transcriber import OUTPUTS, PianoTranscriber, TranscriberConfig
+
+DEFAULT_DATA = os.path.join(os.path.expanduser("~"), ".cache", "dawsep", "data")
+
+
+class TrainError(DawsepError):
+    """Training cannot start or continue (missing data, incompatible checkpoint)."""
+
+    exit_code = 2
+
+
+@dataclass
+class TrainConfig:
+    data: str = DEFAULT_DATA
+    out: str = "runs/transcriber"
+    steps: int = 100_000
+    batch: int = 8
+    segment_seconds: float = 5.0
+    conditions: dict | None = None          # None: the dataset's train mix (clean .4, mix .3, residue .3)
+    lr: float = 6e-4
+    weight_decay: float = 1e-2
+    warmup: int = 1000
+    lr_half_life: int = 50_000              # steps for the learning rate to halve after warm-up
+    clip: float = 3.0
+    epoch_steps: int = 1000                 # augmented data has no natural epoch: this many batches
+    log_every: int = 50
+    checkpoint_every: int = 500
+    valid_every: int = 2000
+    valid_items: int = 32                   # per condition
+    valid_seconds: float = 10.0
+    valid_conditions: tuple = ("clean", "mix", "residue")
+    workers: int = 1                        # data processes; one keeps up with a 1-thread model step
+    # torch intra-op threads. 1, because with 2 on 2 shared cores every GRU time step waits at an
+    # OpenMP barrier for a descheduled thread: measured >25 s per step instead of ~1 s while the
+    # separator trained. Use 2 only on an idle machine (or with OMP_WAIT_POLICY=PASSIVE).
+    threads: int | None = 1
+    device: str = "auto"                    # auto | cpu | cuda
+    seed: int = 0
+    loss_weights: dict = field(default_factory=dict)  # e.g. {"onset": 2.0}; missing keys weigh 1
+
+
+# ------------------------------------------------------------------ losses ----
+
+def losses(logits: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
+           weights: dict | None = None) -> dict[str, torch.Tensor]:
+    """Per-head losses and their weighted sum ``total``; logits/labels ``(B, F, 88)``, pedal ``(B, F, 1)``."""
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    out = {k: bce(logits[k], batch[k]) for k in ("onset", "frame", "offset", "pedal")}
+    mask = batch["onset"]
+    err = (torch.sigmoid(logits["velocity"]) - batch["velocity"]) ** 2
+    out["velocity"] = (err * mask).sum() / mask.sum().clamp_min(1.0)
+    w = weights or {}
+    out["total"] = sum(w.get(k, 1.0) * out[k] for k in OUTPUTS)
+    return out
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup))
+    return cfg.lr * warm * 0.5 ** (max(0, step - cfg.warmup) / cfg.lr_half_life)
+
+
+# -------------------------------------------- validation decoder and scores ----
+
+def decode_notes(onset: np.ndarray, frame: np.ndarray, velocity: np.ndarray | None = None,
+                 onset_threshold: float = 0.5, frame_threshold: float = 0.3) -> np.ndarray:
+    """Notes ``(N, 4)`` = onset frame, end frame (exclusive), key, velocity 0-1, from ``(F, 88)`` posteriors.
+
+    For validation only (the runtime decoder is ``dawsep/transcribe.py``): an onset is a local
+    maximum of the onset posterior above ``onset_threshold`` confirmed by the frame posterior at
+    that frame or the next; the note lasts while ``frame >= frame_threshold``, at most until the
+    next onset of the same key.
+    """
+    z = np.zeros((1, onset.shape[1]), onset.dtype)
+    prev, nxt = np.vstack([z, onset[:-1]]), np.vstack([onset[1:], z])
+    on = frame >= frame_threshold
+    peaks = (onset >= onset_threshold) & (onset >= prev) & (onset > nxt) & (on | np.vstack([on[1:], z > 0]))
+    notes = []
+    n = len(onset)
+    for k in range(onset.shape[1]):
+        starts = np.flatnonzero(peaks[:, k])
+        for i, t in enumerate(starts):
+            stop = starts[i + 1] if i + 1 < len(starts) else n
+            off = np.flatnonzero(~on[t + 1: stop, k])
+            end = t + 1 + (off[0] if len(off) else stop - t - 1)
+            notes.append((t, end, k, velocity[t, k] if velocity is not None else 0.0))
+    return np.array(notes, np.float64).reshape(-1, 4)
+
+
+def _match(ref: np.ndarray, est: np.ndarray, tol: float) -> int:
+    """Size of a maximum matching of two sorted 1-D time lists within ``tol`` (greedy is optimal)."""
+    i = j = m = 0
+    while i < len(ref) and j < len(est):
+        if abs(ref[i] - est[j]) <= tol:
+            m, i, j = m + 1, i + 1, j + 1
+        elif est[j] < ref[i]:
+            j += 1
+        else:
+            i += 1
+    return m
+
+
+def note_counts(onset_label: np.ndarray, est: np.ndarray, hop_s: float, tol_s: float = 0.05) -> tuple[int, int, int]:
+    """(matched, n_ref, n_est): reference onsets from the ``(F, 88)`` onset labels, estimates from
+    :func:`decode_notes`; both placed at frame centres, so this is mir_eval's onset-only note
+    matching up to the frame grid (each side quantised to ``hop_s``)."""
+    rf, rk = np.nonzero(onset_label >= 0.5)
+    matched = 0
+    for k in np.union1d(rk, est[:, 2]).astype(int):
+        r = np.sort(rf[rk == k]) * hop_s
+        e = np.sort(est[est[:, 2] == k, 0]) * hop_s
+        matched += _match(r, e, tol_s + 1e-9)
+    return matched, len(rf), len(est)
+
+
+def f1(tp: float, n_ref: float, n_est: float) -> tuple[float, float, float]:
+    p = float(tp / n_est) if n_est else float(n_ref == 0)
+    r = float(tp / n_ref) if n_ref else float(n_est == 0)
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def evaluate(model: PianoTranscriber, sets: dict[str, Dataset], indices: list[int], batch: int,
+             device: torch.device, workers: int = 0, weights: dict | None = None) -> dict:
+    """Per-condition valid loss, frame F1 and note F1; ``note_f1``/``frame_f1`` are their means."""
+    hop_s = model.cfg.hop / model.cfg.sample_rate
+    was = model.training
+    model.eval()
+    out: dict = {}
+    try:
+        for cond, ds in sets.items():
+            sub = torch.utils.data.Subset(ds, indices)
+            loader = DataLoader(sub, batch_size=batch, num_workers=workers, worker_init_fn=_worker_init)
+            c = np.zeros(6)  # note tp, n_ref, n_est, frame tp, n_ref, n_est
+            loss, n = 0.0, 0
+            for b in loader:
+                b = {k: v.to(device) for k, v in b.items() if torch.is_tensor(v)}
+                with torch.no_grad():
+                    lg = model.logits(b["audio"])
+                loss += float(losses(lg, b, weights)["total"]) * len(b["audio"])
+                n += len(b["audio"])
+                pr = {k: torch.sigmoid(lg[k]).cpu().numpy() for k in ("onset", "frame", "velocity")}
+                lab = {k: b[k].cpu().numpy() for k in ("onset", "frame")}
+                for i in range(len(pr["onset"])):
+                    est = decode_notes(pr["onset"][i], pr["frame"][i], pr["velocity"][i])
+                    c[:3] += note_counts(lab["onset"][i], est, hop_s)
+                    fe, fr = pr["frame"][i] >= 0.5, lab["frame"][i] >= 0.5
+                    c[3:] += ((fe & fr).sum(), fr.sum(), fe.sum())
+            np_, nr, nf = f1(*c[:3])
+            out[cond] = {"loss": loss / max(1, n), "note_p": np_, "note_r": nr, "note_f1": nf,
+                         "frame_f1": f1(*c[3:])[2], "notes": int(c[1])}
+    finally:
+        model.train(was)
+    out["note_f1"] = float(np.mean([out[c]["note_f1"] for c in sets]))
+    out["frame_f1"] = float(np.mean([out[c]["frame_f1"] for c in sets]))
+    return out
+
+
+# ------------------------------------------------------------- checkpoints ----
+
+def save_atomic(obj, path: str) -> None:
+    """torch.save to a temp file in the same folder, fsync, rename: a crash never leaves half a file."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ------------------------------------------------------------------- data ----
+
+def _worker_init(_):
+    torch.set_num_threads(1)  # workers run numpy/pedalboard/small STFTs; don't oversubscribe
+
+
+def _default_sets(cfg: TrainConfig, mc: TranscriberConfig) -> tuple[Dataset, dict[str, Dataset]]:
+    from dawsep.train.data.dataset import TranscriptionDataset
+
+    common = {"hop_samples": mc.hop, "sample_rate": mc.sample_rate, "seed": cfg.seed}
+    try:
+        train_set = TranscriptionDataset(cfg.data, "train", cfg.segment_seconds, length=cfg.epoch_steps * cfg.batch,
+                                         conditions=cfg.conditions, **common)
+        valid = {c: TranscriptionDataset(cfg.data, "valid", cfg.valid_seconds, augment=False, conditions={c: 1.0},
+                                         **common) for c in cfg.valid_conditions}
+    except FileNotFoundError as e:
+        raise TrainError(f"{e} (build the corpus first: dawsep-train data synth --out {cfg.data})") from None
+    return train_set, valid
+
+
+def valid_indices(n_tiles: int, n: int) -> list[int]:
+    """``n`` evenly spaced tiles: spread over songs, identical at every validation."""
+    return sorted({int(i) for i in np.linspace(0, n_tiles - 1, min(n, n_tiles))})
+
+
+def _loader(ds: Dataset, epoch: int, first_batch: int, cfg: TrainConfig, pin: bool) -> DataLoader:
+    if hasattr(ds, "set_epoch"):
+        ds.set_epoch(epoch)  # before the workers fork, so they see it
+    batches = [list(range(b * cfg.batch, (b + 1) * cfg.batch)) for b in range(first_batch, len(ds) // cfg.batch)]
+    return DataLoader(ds, batch_sampler=batches, num_workers=cfg.workers, pin_memory=pin,
+                      worker_init_fn=_worker_init if cfg.workers else None)
+
+
+# ------------------------------------------------------------------- train ----
+
+def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train_set: Dataset | None = None,
+          valid_sets: dict[str, Dataset] | None = None, log=print) -> dict:
+    """Train (or resume from ``OUT/last.pt``) until ``cfg.steps``; returns the last log record.
+
+    Sets ``torch.set_flush_denormal(True)`` for the process (see below).
+
+    ``train_set``/``valid_sets`` default to ``TranscriptionDataset`` over ``cfg.data``; tests pass
+    small synthetic ones. Items are dicts with ``audio (T,)`` and the five label tensors.
+    """
+    os.makedirs(cfg.out, exist_ok=True)
+    # Denormal floats appear in the activations/gradients within a few steps and made CPU steps
+    # ~100x slower (measured 0.5 s -> 50 s per step); flushing them to zero costs nothing.
+    # Process-wide, like the thread count below.
+    torch.set_flush_denormal(True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if cfg.device == "auto" else cfg.device))
+    last_path, best_path, log_path = (os.path.join(cfg.out, n) for n in ("last.pt", "best.pt", "log.jsonl"))
+    state = load_checkpoint(last_path) if os.path.exists(last_path) else None
+    if state is not None:
+        saved = TranscriberConfig.from_dict(state["model_config"])
+        if model_config is not None and model_config != saved:
+            raise TrainError(f"{last_path} was trained with {saved}, not {model_config}: use another --out")
+        model_config = saved
+    model_config = model_config or TranscriberConfig()
+
+    torch.manual_seed(cfg.seed)
+    model = PianoTranscriber(model_config).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, best = 0, -1.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, best = int(state["step"]), float(state["best"])
+        _truncate_log(log_path, step)
+        log(f"resumed {last_path} at step {step}")
+
+    if train_set is None or valid_sets is None:
+        ts, vs = _default_sets(cfg, model_config)
+        train_set, valid_sets = train_set or ts, valid_sets or vs
+    if cfg.conditions is None and hasattr(train_set, "conditions"):
+        cfg = replace(cfg, conditions=dict(train_set.conditions))  # record what was used, not "default"
+    n_tiles = min(len(ds) for ds in valid_sets.values()) if valid_sets else 0
+    v_idx = valid_indices(n_tiles, cfg.valid_items)
+    spe = len(train_set) // cfg.batch
+    if spe < 1:
+        raise TrainError(f"the training set has {len(train_set)} items, fewer than one batch of {cfg.batch}")
+
+    def checkpoint(metrics=None):
+        save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
+                     "model_config": model_config.to_dict(), "train_config": asdict(cfg), "metrics": metrics},
+                    last_path)
+
+    def write(rec):
+        with open(log_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    model.train()
+    record: dict = {}
+    acc: dict[str, float] = {}
+    t_log, n_acc = time.perf_counter(), 0
+    while step < cfg.steps:
+        epoch, first = divmod(step, spe)
+        for batch in _loader(train_set, epoch, first, cfg, dev.type == "cuda"):
+            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout: a function of (seed, step)
+            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
+            lr = lr_at(cfg, step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            ls = losses(model.logits(batch["audio"]), batch, cfg.loss_weights)
+            opt.zero_grad(set_to_none=True)
+            ls["total"].backward()
+            gn = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip))
+            if not math.isfinite(gn):
+                raise TrainError(f"non-finite gradient at step {step}: lower --lr or check the data")
+            opt.step()
+            step += 1
+            for k, v in ls.items():
+                acc[k] = acc.get(k, 0.0) + float(v.detach())
+            n_acc += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                dt = time.perf_counter() - t_log
+                record = {"step": step, "epoch": epoch, "lr": lr, "grad_norm": gn,
+                          **{f"loss_{k}": v / n_acc for k, v in acc.items()},
+                          "steps_per_s": n_acc / dt, "time": time.time()}
+                write(record)
+                log(f"step {step} loss {record['loss_total']:.4f} lr {lr:.2e} {record['steps_per_s']:.2f} steps/s")
+                acc, n_acc, t_log = {}, 0, time.perf_counter()
+            validate = bool(v_idx) and (step % cfg.valid_every == 0 or step == cfg.steps)
+            if validate:
+                metrics = evaluate(model, valid_sets, v_idx, cfg.batch, dev, cfg.workers, cfg.loss_weights)
+                write({"step": step, "valid": metrics, "time": time.time()})
+                log(f"valid step {step}: note F1 {metrics['note_f1']:.3f} frame F1 {metrics['frame_f1']:.3f} "
+                    + " ".join(f"{c} {metrics[c]['note_f1']:.3f}" for c in valid_sets))
+                if metrics["note_f1"] > best:
+                    best = metrics["note_f1"]
+                    save_atomic({"model": model.state_dict(), "step": step, "metrics": metrics,
+                                 "model_config": model_config.to_dict(), "train_config": asdict(cfg)}, best_path)
+                checkpoint(metrics)
+                t_log = time.perf_counter()  # validation time is not training speed
+            elif step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                checkpoint()
+            if step >= cfg.steps:
+                break
+    return record
+
+
+def _truncate_log(path: str, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (they will be redone)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        keep = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.writelines(keep)
+    os.replace(tmp, path)
+
+
+__all__ = ["DEFAULT_DATA", "TrainConfig", "TrainError", "decode_notes", "evaluate", "f1", "load_checkpoint",
+           "losses", "lr_at", "note_counts", "save_atomic", "train", "valid_indices"]

@@ -1,0 +1,200 @@
+"""Piano transcriber: model contract, training loop, resume, ONNX export (tiny configs, no corpus)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # export/
+
+from dawsep.train.train_transcriber import (  # noqa: E402
+    TrainConfig, decode_notes, load_checkpoint, losses, note_counts, train,
+)
+from dawsep.train.transcriber import N_KEYS, OUTPUTS, PianoTranscriber, TranscriberConfig  # noqa: E402
+
+SR, HOP = 16000, 320
+TINY = TranscriberConfig(n_fft=1024, n_mels=32, conv1=4, conv2=8, d_model=32, rnn=16, rnn_aux=8, dropout=0.1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run faster on one thread, and a GRU's per-step thread barriers stall badly
+    (measured 100x) when another job holds the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_model(seed: int = 0) -> PianoTranscriber:
+    torch.manual_seed(seed)
+    return PianoTranscriber(TINY)
+
+
+class SineNotes(torch.utils.data.Dataset):
+    """Decaying sine 'notes' with exact O&F-style labels; items depend on (seed, epoch, index)."""
+
+    def __init__(self, n: int, seconds: float = 1.0, seed: int = 0):
+        self.n, self.T, self.seed, self.epoch = n, int(seconds * SR) // HOP * HOP, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        F = self.T // HOP
+        lab = {k: np.zeros((F, N_KEYS), np.float32) for k in ("onset", "frame", "offset", "velocity")}
+        lab["pedal"] = np.full((F, 1), float(rng.random() < 0.5), np.float32)
+        audio = np.zeros(self.T, np.float32)
+        t = np.arange(self.T) / SR
+        for _ in range(3):
+            k, f0 = int(rng.integers(27, 52)), int(rng.integers(0, F - 12))
+            f1, v = f0 + int(rng.integers(5, 12)), float(rng.uniform(0.3, 1.0))
+            span = slice(f0 * HOP, f1 * HOP)
+            hz = 440.0 * 2 ** ((k + 21 - 69) / 12)
+            audio[span] += 0.3 * v * np.sin(2 * np.pi * hz * t[span]) * np.exp(-3 * (t[span] - t[span][0]))
+            lab["onset"][f0, k], lab["velocity"][f0, k] = 1, v
+            lab["frame"][f0:f1, k], lab["offset"][f1 - 1, k] = 1, 1
+        return {"audio": torch.from_numpy(audio), **{k: torch.from_numpy(v) for k, v in lab.items()}}
+
+
+def collate(items):
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def test_shapes_ranges_and_frame_count():
+    m = tiny_model().eval()
+    for T in (HOP, 2 * HOP - 1, 16001, 4807):
+        with torch.no_grad():
+            out = m(torch.randn(2, T) * 0.2)
+        assert len(out) == len(OUTPUTS)
+        for name, o in zip(OUTPUTS, out):
+            assert o.shape == (2, T // HOP, 1 if name == "pedal" else N_KEYS), (name, T)
+            assert o.dtype == torch.float32 and 0 <= float(o.min()) and float(o.max()) <= 1
+        assert TINY.n_frames(T) == T // HOP
+
+
+def test_deterministic_and_batch_independent():
+    x = torch.randn(3, 8000) * 0.2
+    a, b = tiny_model(1).eval(), tiny_model(1).eval()
+    with torch.no_grad():
+        ya, yb, y1 = a(x), b(x), a(x[1:2])
+    for p, q, r in zip(ya, yb, y1):
+        assert torch.equal(p, q)
+        torch.testing.assert_close(p[1:2], r, atol=1e-5, rtol=0)
+
+
+def test_stft_paths_agree_default_config():
+    """torch.stft (training) and the conv-DFT (ONNX) front-ends are the same transform."""
+    fe = PianoTranscriber().frontend
+    x = torch.randn(2, 16001) * 0.3
+    a, b = fe.power(x, use_fft=True), fe.power(x, use_fft=False)
+    assert a.shape == b.shape == (2, 50, fe.k1 - fe.k0)
+    assert float((a - b).abs().max() / a.abs().max()) < 1e-5
+    # a 440 Hz sine peaks in the 440 Hz bin, at amplitude/2
+    s = 0.5 * torch.sin(2 * torch.pi * 440 * torch.arange(16000) / SR)[None]
+    p = fe.power(s)[0, 25]
+    assert int(p.argmax()) + fe.k0 == round(440 * 2048 / SR) and abs(float(p.max()) ** 0.5 - 0.25) < 0.03
+    # frame f is centred on sample f*hop + hop/2, as the dataset labels frames [f*hop, (f+1)*hop)
+    click = torch.zeros(1, 8000)
+    click[0, 10 * HOP + HOP // 2] = 1
+    e = fe.power(click)[0].sum(-1)
+    assert int(e.argmax()) == 10 and torch.allclose(e[9], e[11], rtol=1e-4)
+
+
+def test_decoder_and_note_f1():
+    F, hop_s = 100, HOP / SR
+    lab = np.zeros((F, N_KEYS), np.float32)
+    lab[[10, 40, 70], [5, 5, 60]] = 1
+    on, fr = np.zeros_like(lab), np.zeros_like(lab)
+    for t, k in [(10, 5), (40, 5), (70, 60)]:
+        on[t, k], on[t + 1, k] = 0.9, 0.6  # peak then shoulder: one onset
+        fr[t:t + 20, k] = 0.8
+    est = decode_notes(on, fr, np.full_like(on, 0.5))
+    assert est[:, :3].tolist() == [[10, 30, 5], [40, 60, 5], [70, 90, 60]]
+    assert note_counts(lab, est, hop_s) == (3, 3, 3)
+    shifted = est.copy()
+    shifted[:, 0] += 3  # 60 ms late: outside the 50 ms tolerance
+    assert note_counts(lab, shifted, hop_s)[0] == 0
+    assert len(decode_notes(on, np.zeros_like(fr))) == 0  # onsets need frame confirmation
+
+
+def test_training_steps_reduce_loss():
+    m = tiny_model()
+    batch = collate([SineNotes(4)[i] for i in range(4)])
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    first = None
+    for _ in range(40):
+        ls = losses(m.logits(batch["audio"]), batch)
+        opt.zero_grad()
+        ls["total"].backward()
+        opt.step()
+        first = first or {k: float(v.detach()) for k, v in ls.items()}
+    assert float(ls["total"].detach()) < 0.5 * first["total"]
+    assert float(ls["onset"].detach()) < first["onset"] and float(ls["frame"].detach()) < first["frame"]
+
+
+def _cfg(out, steps):
+    return TrainConfig(out=str(out), steps=steps, batch=2, lr=3e-3, warmup=2, log_every=1, checkpoint_every=2,
+                       valid_every=3, valid_items=2, workers=0, seed=3)
+
+
+def test_resume_gives_identical_continuation(tmp_path):
+    data, valid = SineNotes(6, seed=1), {"clean": SineNotes(4, seed=2)}
+    train(_cfg(tmp_path / "a", 7), TINY, data, valid, log=lambda m: None)
+    train(_cfg(tmp_path / "b", 4), TINY, data, valid, log=lambda m: None)  # stops mid-epoch 1
+    assert load_checkpoint(str(tmp_path / "b" / "last.pt"))["step"] == 4
+    train(_cfg(tmp_path / "b", 7), TINY, data, valid, log=lambda m: None)
+    a, b = (load_checkpoint(str(tmp_path / r / "last.pt")) for r in "ab")
+    assert a["step"] == b["step"] == 7
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    lines = [json.loads(ln) for ln in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "loss_total" in r] == list(range(1, 8))
+    assert [r["step"] for r in lines if "valid" in r] == [3, 4, 6, 7]  # every 3 steps and at each run's end
+    best = load_checkpoint(str(tmp_path / "b" / "best.pt"))
+    assert set(best["metrics"]["clean"]) >= {"note_f1", "frame_f1", "loss"}
+    assert not [f for f in os.listdir(tmp_path / "b") if ".tmp-" in f]
+
+
+def test_onnx_export_parity_and_metadata(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from export.transcriber import export, read_metadata
+
+    m = tiny_model()
+    # Non-trivial BatchNorm statistics, so eval-mode folding is exercised.
+    m.train()
+    with torch.no_grad():
+        m(torch.randn(4, 16000) * 0.3)
+    m.eval()
+    out = str(tmp_path / "t.onnx")
+    export(m, out, segment_samples=80000, train_data={"root": "synthetic"}, metrics={"note_f1": 0.5},
+           rtf_seconds=None)
+    meta = read_metadata(out)
+    assert meta["dawsep.kind"] == "transcriber" and meta["dawsep.sample_rate"] == "16000"
+    assert meta["dawsep.hop_samples"] == str(HOP) and meta["dawsep.min_pitch"] == "21"
+    assert meta["dawsep.segment_samples"] == "80000" and meta["dawsep.version"]
+    assert json.loads(meta["dawsep.architecture"])["config"]["n_mels"] == 32
+    assert json.loads(meta["dawsep.train_data"]) == {"root": "synthetic"}
+    metrics = json.loads(meta["dawsep.metrics"])
+    assert metrics["note_f1"] == 0.5 and metrics["onnx_parity_max_abs"] <= 1e-4
+    sess = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["audio"]
+    assert [o.name for o in sess.get_outputs()] == list(OUTPUTS)
+    for shape in ((1, 16001), (3, 4807)):  # dynamic batch and length
+        x = (np.random.default_rng(0).standard_normal(shape) * 0.2).astype(np.float32)
+        got = sess.run(None, {"audio": x})
+        with torch.no_grad():
+            ref = m(torch.from_numpy(x))
+        for g, r in zip(got, ref):
+            assert g.shape == tuple(r.shape) == (shape[0], shape[1] // HOP, g.shape[-1])
+            assert np.abs(g - r.numpy()).max() <= 1e-4
