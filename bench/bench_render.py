@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -75,18 +74,16 @@ def run(quick: bool = False) -> str:
             wall2, _ = timed([*dawsep_cmd(), "render", str(songs), "-o", str(tmp / f"o2-{name}"), "-p", name, "-j", "2", "-q"])
             wall1, _ = timed([*dawsep_cmd(), "render", str(songs / "song0.flac"), "-o", str(tmp / f"o1-{name}"), "-p", name, "-q"])
             lines.append(f"| {name} | {steps} | {copies * song_s / wall2:.0f}x | {song_s / wall1:.0f}x |")
-        cmd_doc = f"dawsep render SONGS -o OUT -p PRESET -j 2 -q"
+        cmd_doc = "dawsep render SONGS -o OUT -p PRESET -j 2 -q"
         lines += ["", f"Command: `{cmd_doc}` (and `-j 1` on one song), timed by `bench/bench_render.py`.", ""]
 
         hour = tmp / "hour.flac"
-        t0 = time.perf_counter()
         synth_song(hour, hour_s, seed=9)
-        gen_s = time.perf_counter() - t0
         size_mb = hour.stat().st_size / 1e6
         wall, rss = timed([*dawsep_cmd(), "render", str(hour), "-o", str(tmp / "ohour"), "-p", "piano", "-q"])
         out_frames = sf.info(str(tmp / "ohour" / "hour" / "piano.flac")).frames
         assert out_frames == int(hour_s * SR), out_frames
-        lines += [f"### Long files",
+        lines += ["### Long files",
                   "",
                   f"A {hour_s / 60:.0f}-minute stereo 44.1 kHz file ({size_mb:.0f} MB FLAC, {hour_s * SR * 2 * 4 / 1e6:.0f} MB as float32) "
                   f"through the piano preset: **peak RSS {rss} MB**, {wall:.0f} s wall ({hour_s / wall:.0f}x real time). "

@@ -6,7 +6,7 @@ import pytest
 
 from dawsep.chain import BuiltinStep, VST3Step
 from dawsep.errors import PresetError
-from dawsep.presets import STEMS, list_presets, load_preset, parse_preset
+from dawsep.presets import STEMS, list_presets, load_preset
 
 
 def test_shipped_presets_cover_every_stem_and_build():

@@ -4,27 +4,13 @@ Thin: parse options, call the library, map :class:`DawsepError` to its exit code
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 
 import click
 
-from dawsep.errors import DawsepError
 
-DEFAULT_DATA = os.path.join(os.path.expanduser("~"), ".cache", "dawsep", "data")
-
-
-def _errors(fn):
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        try:
-            return fn(*a, **kw)
-        except DawsepError as e:
-            click.echo(f"error: {e}", err=True)
-            raise SystemExit(e.exit_code) from None
-
-    return wrapper
+from dawsep.train._cli_common import DEFAULT_DATA, errors as _errors, export_module
 
 
 @click.group()
@@ -157,13 +143,7 @@ def separator_train(arch, data, out, steps, batch_size, segment_seconds, lr, see
 @_errors
 def separator_export(ckpt, out, segment_seconds, no_bench) -> None:
     """Export a checkpoint to ONNX (opset 17), check parity with torch, stamp metadata."""
-    try:
-        from export.separator import export_checkpoint
-    except ImportError:  # export/ sits at the repo root, outside the installed packages
-        import sys
-
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-        from export.separator import export_checkpoint
+    export_checkpoint = export_module("separator").export_checkpoint
     click.echo(json.dumps(export_checkpoint(ckpt, out, segment_seconds=segment_seconds, bench=not no_bench)))
 
 

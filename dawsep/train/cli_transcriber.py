@@ -1,44 +1,17 @@
 """``dawsep-train transcriber``: train the piano transcriber and export it to ONNX.
 
 Registered in ``dawsep/train/cli.py`` with ``main.add_command(transcriber)``. Thin: parse
-options, call the library, map :class:`DawsepError` to its exit code. (Its own small error
-wrapper: importing ``dawsep.train.cli`` from here would be a circular import.)
+options, call the library, map :class:`DawsepError` to its exit code.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
-import sys
 
 import click
 
-from dawsep.errors import DawsepError
 
-DEFAULT_DATA = os.path.join(os.path.expanduser("~"), ".cache", "dawsep", "data")
-
-
-def _errors(fn):
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        try:
-            return fn(*a, **kw)
-        except DawsepError as e:
-            click.echo(f"error: {e}", err=True)
-            raise SystemExit(e.exit_code) from None
-
-    return wrapper
-
-
-def _export_module():
-    """``export/`` sits beside the ``dawsep`` package in the repository and is not installed, so
-    a console script (whose sys.path lacks the repository root) gets the root added."""
-    try:
-        from export import transcriber as mod
-    except ModuleNotFoundError:
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-        from export import transcriber as mod
-    return mod
+from dawsep.train._cli_common import DEFAULT_DATA, errors as _errors, export_module
 
 
 @click.group()
@@ -94,6 +67,6 @@ def train(data, out, steps, batch, segment_seconds, lr, valid_every, valid_items
 @_errors
 def export(checkpoint, out, version, rtf_seconds, threads) -> None:
     """Export CHECKPOINT (best.pt/last.pt) to ONNX at OUT, with parity check and metadata."""
-    props = _export_module().export_checkpoint(checkpoint, out, version=version, rtf_seconds=rtf_seconds or None,
+    props = export_module("transcriber").export_checkpoint(checkpoint, out, version=version, rtf_seconds=rtf_seconds or None,
                                                threads=threads)
     click.echo(json.dumps({"out": out, **{k: v for k, v in props.items() if k != "dawsep.architecture"}}, indent=1))
