@@ -112,7 +112,7 @@ def separator() -> None:
 @click.option("--valid-songs", type=int, default=32, show_default=True)
 @click.option("--valid-seconds", type=float, default=15.0, show_default=True)
 @click.option("--ckpt-minutes", type=float, default=5.0, show_default=True)
-@click.option("--kinds", default="gen,m21,piano", show_default=True, help="Training song kinds.")
+@click.option("--kinds", default="gen,m21", show_default=True, help="Training song kinds (gen, m21, piano).")
 @click.option("--model", "model_json", default="{}", help='Architecture overrides as JSON, e.g. \'{"layers": 3}\'.')
 @click.option("--workers", type=int, default=1, show_default=True, help="DataLoader worker processes.")
 @click.option("--threads", type=int, default=2, show_default=True, help="torch intra-op threads.")

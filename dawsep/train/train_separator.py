@@ -13,7 +13,8 @@
   Everything loads with ``torch.load(..., weights_only=True)``.
 - Validation every ``valid_every`` steps on a fixed subset of the ``valid`` split (never ``test``):
   SDR per stem, museval-style (1 s chunks, median over chunks, median over songs), in numpy.
-  The first validation also logs the mixture-as-estimate floor and the IRM oracle on the same audio.
+  The first validation also logs the mixture-as-estimate floor, the ``mix / 5`` starting point
+  and the IRM oracle on the same audio.
 - Log: one JSON object per line in ``OUT/log.jsonl`` (``type``: ``train`` | ``valid`` | ``baseline``).
 """
 from __future__ import annotations
@@ -51,7 +52,9 @@ class TrainConfig:
     clip: float = 5.0
     spec_weight: float = 1.0
     seed: int = 0
-    kinds: tuple[str, ...] = ("gen", "m21", "piano")
+    # Mixtures only: with the solo-piano songs (1/3 of the songs) in the pool, the model learnt the
+    # prior "uncertain energy is piano" and piano SDR fell to -4 dB by step 500 (measured).
+    kinds: tuple[str, ...] = ("gen", "m21")
     valid_every: int = 500
     valid_songs: int = 32
     valid_seconds: float = 15.0
@@ -142,19 +145,21 @@ def validate(model: MaskSeparator, valid, device, baseline: bool = False) -> dic
     ``baseline`` also the mixture-as-estimate floor and the IRM oracle on the same songs."""
     was_training = model.training
     model.eval()
-    rows, mix_rows, irm_rows = [], [], []
+    rows, mix_rows, uni_rows, irm_rows = [], [], [], []
     for _, stems in valid:
         mix = stems.sum(0)
         est = model(torch.from_numpy(mix)[None].to(device))[0].cpu().numpy()
         rows.append([sdr_song(stems[i], est[i]) for i in range(len(stems))])
         if baseline:
             mix_rows.append([sdr_song(stems[i], mix) for i in range(len(stems))])
+            uni_rows.append([sdr_song(stems[i], mix / len(stems)) for i in range(len(stems))])
             irm = irm_oracle(stems, model.n_fft, model.hop, model.n_bins)
             irm_rows.append([sdr_song(stems[i], irm[i]) for i in range(len(stems))])
     model.train(was_training)
     out = {"model": summarize(rows), "songs": len(rows)}
     if baseline:
-        out["mixture"], out["irm"] = summarize(mix_rows), summarize(irm_rows)
+        # "uniform" (mix / S) is where a mask model starts: beating it is the first real sign of learning.
+        out["mixture"], out["uniform"], out["irm"] = summarize(mix_rows), summarize(uni_rows), summarize(irm_rows)
     return out
 
 
@@ -295,7 +300,7 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
                 t0 = time.time()
                 res = validate(model, valid, device, baseline=baseline is None)
                 if baseline is None:
-                    baseline = {"mixture": res["mixture"], "irm": res["irm"], "songs": res["songs"]}
+                    baseline = {k: res[k] for k in ("mixture", "uniform", "irm", "songs")}
                     _append(log_path, {"type": "baseline", "step": step, **baseline, "time": time.time()})
                 rec = {"type": "valid", "step": step, **res["model"], "songs": res["songs"],
                        "seconds": time.time() - t0, "time": time.time()}
