@@ -411,12 +411,64 @@ class OutputOptions:
     bit_depth: int | None = 24
 
 
+class _OutputStream:
+    """One output file fed at the processing rate: drops the first ``skip`` samples (a chain's
+    latency), resamples back to the file's rate and writes exactly ``frames`` samples (or
+    everything, with ``frames=None``)."""
+
+    def __init__(self, path: Path, rate: int, file_rate: int, frames: int | None, output: OutputOptions,
+                 skip: int = 0):
+        from dawsep import audio
+
+        self.back = audio.Resampler(rate, file_rate) if rate != file_rate else None
+        self.writer = audio.AudioWriter(path, file_rate, channels=2, format=output.format,
+                                        bit_depth=output.bit_depth)
+        self.room, self.skip = frames, skip
+
+    def __enter__(self):
+        self.writer.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.writer.__exit__(*exc)
+
+    def _write(self, y: np.ndarray) -> None:
+        if self.room is not None:
+            y = y[:, :self.room]
+            self.room -= y.shape[1]
+        if y.shape[1]:
+            self.writer.write(y)
+
+    def emit(self, y: np.ndarray) -> None:
+        if self.skip:
+            cut = min(self.skip, y.shape[1])
+            y, self.skip = y[:, cut:], self.skip - cut
+        self._write(self.back.process(y) if self.back is not None else y)
+
+    def finish(self) -> None:
+        """Flush the resampler and pad to the exact length (resampling there and back may round)."""
+        if self.back is not None:
+            self._write(self.back.flush())
+        if self.room:
+            self._write(np.zeros((2, self.room), np.float32))
+
+
+def _song_record(song: Song, src, outputs: list[str], **extra) -> dict[str, Any]:
+    return {"outputs": outputs, "input_sha256": file_sha256(song.path),
+            "duration_s": round(src.frames / src.sample_rate, 3), "sample_rate": src.sample_rate, **extra}
+
+
+def _preset_record(preset) -> dict[str, Any]:
+    return {"name": preset.name, "sha256": preset.sha256, "source": preset.source}
+
+
 @dataclass
 class RenderJob:
     """Render each input file through a preset's chain: ``OUT/<song>/<stem>.<ext>``.
 
     Streams the file in blocks (bounded memory for hour-long files); the output is aligned with
-    the input and the same length, or longer by the effect tail with ``keep_tail``.
+    the input and the same length, or longer by the effect tail with ``keep_tail``. A preset
+    with a ``[separate]`` section separates its stem first (a model step at the model's rate).
     """
 
     preset: Any  # dawsep.presets.Preset
@@ -440,13 +492,15 @@ class RenderJob:
         self._chain = None
 
     def fingerprint(self) -> str:
-        from dawsep import __version__
-
-        settings = {"v": __version__, "preset": self.preset.sha256, "output": asdict(self.output),
-                    "downmix": self.downmix, "keep_tail": self.keep_tail}
-        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+        settings = {"preset": self.preset.sha256, "output": asdict(self.output),
+                    "downmix": self.downmix, "keep_tail": self.keep_tail,
+                    "models": _model_hashes(self.preset)}
+        return _fingerprint(settings)
 
     def setup(self, threads: int) -> None:
+        from dawsep import runtime
+
+        runtime.set_default_threads(threads)
         self._chain = self.preset.build_chain()
 
     def run(self, song: Song, staging: Path) -> dict[str, Any]:
@@ -462,45 +516,157 @@ class RenderJob:
         if len(rates) > 1:
             raise DawsepError(f"preset {self.preset.name!r} mixes model steps at {sorted(rates)} Hz")
         rate = next(iter(rates), src.sample_rate)
-        back = audio.Resampler(rate, src.sample_rate) if rate != src.sample_rate else None
         chain.check_sample_rate(rate)
-        skip = chain.latency_samples  # drop the chain's delay so output aligns with input
         with audio.stream(song.path, block_frames=self.block_frames, sample_rate=rate,
                           downmix=self.downmix) as reader, \
-                audio.AudioWriter(staging / name, src.sample_rate, channels=2, format=self.output.format,
-                                  bit_depth=self.output.bit_depth) as writer:
-            # without the tail, exactly the input's length (resampling there and back may round)
-            room = None if self.keep_tail else src.frames
-
-            def write(y):
-                nonlocal room
-                if room is not None:
-                    y = y[:, :room]
-                    room -= y.shape[1]
-                if y.shape[1]:
-                    writer.write(y)
-
-            def emit(y):
-                nonlocal skip
-                if skip:
-                    cut = min(skip, y.shape[1])
-                    y, skip = y[:, cut:], skip - cut
-                write(back.process(y) if back is not None else y)
-
+                _OutputStream(staging / name, rate, src.sample_rate, None if self.keep_tail else src.frames,
+                              self.output, skip=chain.latency_samples) as out:
             for block in reader:
-                emit(chain(block, rate, reset=False))
-            emit(chain.flush(rate, tail=self.keep_tail))
-            if back is not None:
-                write(back.flush())
-            if room:
-                write(np.zeros((2, room), np.float32))
-        frames, sr = src.frames, src.sample_rate
-        return {
-            "outputs": [name],
-            "input_sha256": file_sha256(song.path),
-            "duration_s": round(frames / sr, 3),
-            "sample_rate": sr,
-            "preset": {"name": self.preset.name, "sha256": self.preset.sha256, "source": self.preset.source},
-            "chain": chain.descriptions,
-            "models": [],
-        }
+                out.emit(chain(block, rate, reset=False))
+            out.emit(chain.flush(rate, tail=self.keep_tail))
+            out.finish()
+        return _song_record(song, src, [name], preset=_preset_record(self.preset), chain=chain.descriptions,
+                            models=[m.info.describe() for m in _chain_models(chain)])
+
+
+def _fingerprint(settings: dict) -> str:
+    from dawsep import __version__
+
+    settings = {"v": __version__, **settings}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _model_hashes(preset) -> list[str]:
+    """Content hashes of the models a preset uses: a new model file redoes the songs."""
+    from dawsep import runtime
+
+    out = []
+    if preset.separate is not None:
+        path, _, sha = runtime.resolve(preset.separate.model, "separator")
+        out.append(sha or runtime.file_sha256(path))
+    return out
+
+
+def _chain_models(chain) -> list:
+    return [getattr(s.step, "separator").model for s in chain._stages
+            if hasattr(getattr(s, "step", None), "separator")]
+
+
+@dataclass
+class SeparateJob:
+    """Separate each song into stems: ``OUT/<song>/<stem>.<ext>`` (demucs-style).
+
+    ``stems``: which stems to write (default: all the model's, or only the preset's stem when a
+    preset is given). With ``preset``, its stem is rendered through the preset's chain (the
+    others are written raw). ``two_stems``: write ``<stem>`` and ``no_<stem>`` (mixture minus
+    the stem) instead. One separation pass feeds every output; memory stays bounded on
+    hour-long files (the chunking engine holds about two segments).
+    """
+
+    model: str = "default"
+    stems: tuple[str, ...] | None = None
+    preset: Any = None  # dawsep.presets.Preset | None
+    two_stems: str | None = None
+    output: OutputOptions | None = None
+    overlap: float = 0.25
+    segment_seconds: float | None = None
+    downmix: bool = False
+    keep_tail: bool = False
+    block_frames: int = 65536
+    task: str = ""
+
+    def __post_init__(self):
+        if self.preset is not None and self.model == "default" and self.preset.separate is not None:
+            self.model = self.preset.separate.model
+        if self.output is None:
+            p = self.preset.output if self.preset is not None else None
+            self.output = OutputOptions(p.format, p.bit_depth) if p else OutputOptions()
+        self.task = self.task or ("separate" + (f":{self.preset.name}" if self.preset is not None else ""))
+        self._sep = self._chain = None
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("_sep", "_chain")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._sep = self._chain = None
+
+    def fingerprint(self) -> str:
+        from dawsep import runtime
+
+        path, _, sha = runtime.resolve(self.model, "separator")
+        settings = {"model": sha or runtime.file_sha256(path), "stems": self.stems, "two_stems": self.two_stems,
+                    "preset": self.preset.sha256 if self.preset is not None else None,
+                    "output": asdict(self.output), "overlap": self.overlap, "segment": self.segment_seconds,
+                    "downmix": self.downmix, "keep_tail": self.keep_tail}
+        return _fingerprint(settings)
+
+    def setup(self, threads: int) -> None:
+        from dawsep.chain import Chain
+        from dawsep.separate import Separator
+
+        self._sep = Separator(self.model, overlap=self.overlap, segment_seconds=self.segment_seconds,
+                              threads=threads)
+        self.plan()  # unknown stems fail here, before any song
+        if self.preset is not None and self.preset.chain:
+            self._chain = Chain(self.preset.chain)
+
+    def plan(self) -> list[tuple[str, int | None, bool]]:
+        """``(output name, stem index or None for "no_<stem>", through the preset chain)``."""
+        sep = self._sep
+        if self.two_stems:
+            i = sep.stem_index(self.two_stems)
+            return [(self.two_stems, i, False), (f"no_{self.two_stems}", None, False)]
+        chained = self.preset.stem if self.preset is not None else None
+        wanted = list(self.stems) if self.stems else ([chained] if chained else list(sep.stems))
+        if chained and chained not in wanted:
+            wanted.insert(0, chained)
+        return [(s, sep.stem_index(s), s == chained and self._has_chain()) for s in wanted]
+
+    def _has_chain(self) -> bool:
+        return self.preset is not None and bool(self.preset.chain)
+
+    def run(self, song: Song, staging: Path) -> dict[str, Any]:
+        from dawsep import audio
+
+        if self._sep is None:
+            self.setup(1)
+        sep, chain = self._sep, self._chain
+        plan = self.plan()
+        rate = sep.sample_rate
+        src = audio.info(song.path)
+        if chain is not None:
+            chain.reset()
+            chain.check_sample_rate(rate)
+        engine = sep.stream()
+        names = [f"{name}.{self.output.format}" for name, _, _ in plan]
+        pending_mix = np.zeros((2, 0), np.float32)  # input not yet matched by engine output
+
+        def route(y: np.ndarray, mix: np.ndarray, outs: list[_OutputStream]) -> None:
+            for (name, idx, chained), out in zip(plan, outs):
+                sig = y[idx] if idx is not None else mix - y[plan[0][1]]
+                out.emit(chain(sig, rate, reset=False) if chained else sig)
+
+        with contextlib.ExitStack() as stack:
+            reader = stack.enter_context(audio.stream(song.path, block_frames=self.block_frames, sample_rate=rate,
+                                                      downmix=self.downmix))
+            outs = [stack.enter_context(_OutputStream(
+                staging / n, rate, src.sample_rate,
+                None if (self.keep_tail and chained) else src.frames, self.output,
+                skip=chain.latency_samples if chained else 0)) for n, (_, _, chained) in zip(names, plan)]
+            for block in reader:
+                pending_mix = np.concatenate([pending_mix, block], axis=1)
+                y = engine.push(block)
+                m = y.shape[2]
+                route(y, pending_mix[:, :m], outs)
+                pending_mix = pending_mix[:, m:]
+            y = engine.flush()
+            route(y, pending_mix[:, :y.shape[2]], outs)
+            for (name, idx, chained), out in zip(plan, outs):
+                if chained:
+                    out.emit(chain.flush(rate, tail=self.keep_tail))
+                out.finish()
+        return _song_record(song, src, names, models=[sep.info.describe()],
+                            preset=_preset_record(self.preset) if self.preset is not None else None,
+                            chain=chain.descriptions if chain is not None else [],
+                            separation={"overlap": sep.overlap, "segment_samples": sep.segment})

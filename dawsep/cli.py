@@ -40,8 +40,12 @@ def main() -> None:
 
     \b
     Examples:
-      dawsep presets list
+      dawsep separate songs/ -o stems/                 # every stem of every song
+      dawsep separate song.mp3 -o out/ --stems piano,bass --format wav
+      dawsep separate songs/ -o out/ --preset piano    # piano stem through the piano chain
       dawsep render stems/ -o out/ --preset bass --jobs 2
+      dawsep presets list
+      dawsep models list
       dawsep info song.flac
     """
 
@@ -63,11 +67,12 @@ def _batch_options(f):
 
 def _output_options(preset, fmt: str | None, bit_depth: str | None):
     from dawsep.batch import OutputOptions
-    from dawsep.presets import DEFAULT_BIT_DEPTH, FORMATS as ALLOWED
+    from dawsep.presets import DEFAULT_BIT_DEPTH, FORMATS as ALLOWED, OutputConfig
 
-    fmt = fmt or preset.output.format
+    default = preset.output if preset is not None else OutputConfig()
+    fmt = fmt or default.format
     if bit_depth is None:
-        depth = preset.output.bit_depth if fmt == preset.output.format else DEFAULT_BIT_DEPTH[fmt]
+        depth = default.bit_depth if fmt == default.format else DEFAULT_BIT_DEPTH[fmt]
     else:
         depth = int(bit_depth)
         if depth not in ALLOWED[fmt]:
@@ -101,6 +106,74 @@ def render(input_path, preset, keep_tail, out_dir, fmt, bit_depth, downmix, jobs
     p.build_chain()  # fail fast on a bad plugin before touching any song
     job = RenderJob(p, _output_options(p, fmt, bit_depth), downmix=downmix, keep_tail=keep_tail)
     _finish(run_batch(job, input_path, out_dir, jobs=jobs, force=force, progress=not quiet))
+
+
+@main.command()
+@click.argument("input_path", metavar="SONGS", type=click.Path(exists=True))
+@click.option("--preset", "-p", default=None,
+              help="Preset name or .toml: its stem, rendered through its chain (and its model and output format).")
+@click.option("--stems", default=None, metavar="LIST",
+              help="Comma-separated stems to write, e.g. piano,bass (default: all, or the preset's stem).")
+@click.option("--two-stems", metavar="STEM", default=None,
+              help="Write STEM and no_STEM (the mixture minus STEM) only, e.g. --two-stems piano.")
+@click.option("--model", "-m", default=None,
+              help="Separator: packaged name (see `dawsep models list`) or path to an .onnx file [default: default].")
+@click.option("--overlap", type=click.FloatRange(0.0, 0.9), default=0.25, show_default=True,
+              help="Fraction of each chunk cross-faded with the next.")
+@click.option("--segment-seconds", type=click.FloatRange(1.0, 120.0), default=None,
+              help="Chunk length (default: the model's).")
+@click.option("--keep-tail", is_flag=True, help="With --preset: append the chain's effect tail.")
+@_batch_options
+def separate(input_path, preset, stems, two_stems, model, overlap, segment_seconds, keep_tail, out_dir, fmt,
+             bit_depth, downmix, jobs, force, quiet):
+    """Separate every song under SONGS into stems: OUT/<song>/<stem>.<ext>.
+
+    Stems are aligned with the input, the same length and sample rate, and sum back to the
+    mixture (within the model's error). Reruns skip finished songs; exit status 1 if any failed.
+    """
+    from dawsep.batch import SeparateJob, run_batch
+    from dawsep.presets import load_preset
+
+    p = load_preset(preset) if preset else None
+    if p is not None and p.separate is None:
+        raise click.BadParameter(f"preset {p.name!r} has no [separate] section", param_hint="--preset")
+    wanted = tuple(s.strip() for s in stems.split(",") if s.strip()) if stems else None
+    if two_stems and (wanted or p is not None):
+        raise click.UsageError("--two-stems cannot be combined with --stems or --preset")
+    job = SeparateJob(model=model or "default", stems=wanted, preset=p, two_stems=two_stems,
+                      output=_output_options(p, fmt, bit_depth), overlap=overlap, segment_seconds=segment_seconds,
+                      downmix=downmix, keep_tail=keep_tail)
+    job.setup(1)  # fail fast: model, stems and chain are checked before any song
+    _finish(run_batch(job, input_path, out_dir, jobs=jobs, force=force, progress=not quiet))
+
+
+@main.group()
+def models() -> None:
+    """List and inspect models."""
+
+
+@models.command("list")
+def models_list():
+    """Packaged models with their sizes and measured quality."""
+    from dawsep import runtime
+
+    rows = runtime.list_models()
+    if not rows:
+        click.echo("no models packaged")
+    for kind, name, entry in rows:
+        click.echo(f"{kind:12s} {name:10s} {entry.get('file', '')}  {entry.get('description', '')}")
+
+
+@models.command("show")
+@click.argument("model")
+@click.option("--kind", type=click.Choice(["separator", "transcriber"]), default="separator", show_default=True)
+def models_show(model, kind):
+    """Metadata of a model (packaged name or .onnx path) as JSON."""
+    from dataclasses import asdict
+
+    from dawsep import runtime
+
+    click.echo(json.dumps(asdict(runtime.load(model, kind, threads=1).info), indent=2))
 
 
 @main.group()

@@ -65,9 +65,13 @@ class Preset:
         return self.separate.stem if self.separate else "other"
 
     def build_chain(self) -> Chain:
-        """Instantiate the chain; plugin problems become a PresetError naming this file."""
+        """Instantiate the chain, led by the ``[separate]`` step when the preset has one;
+        plugin and model problems become a PresetError naming this file."""
+        steps = self.chain
+        if self.separate is not None:
+            steps = (ModelStepSpec("separate", {"stem": self.separate.stem, "model": self.separate.model}),) + steps
         try:
-            return Chain(self.chain)
+            return Chain(steps)
         except PluginError as exc:
             raise PresetError(self.source, "chain", str(exc)) from None
 

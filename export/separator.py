@@ -123,3 +123,85 @@ def export_checkpoint(ckpt: str, out: str, **kw) -> dict:
 
     model, ck = model_from_checkpoint(ckpt)
     return export_model(model, out, ck, **kw)
+
+
+# ------------------------------------------------------------------ shipping a trained model
+def restamp(path: str, updates: dict[str, str]) -> None:
+    """Replace ``metadata_props`` keys of an ONNX file in place (atomic)."""
+    import onnx
+
+    proto = onnx.load(path)
+    props = {p.key: p.value for p in proto.metadata_props}
+    props.update(updates)
+    del proto.metadata_props[:]
+    for k, v in props.items():
+        proto.metadata_props.add(key=k, value=v)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    onnx.save(proto, tmp)
+    os.replace(tmp, path)
+
+
+def _curves(run_dir: str, every: int = 100) -> dict:
+    """Loss and validation curves from a run's log.jsonl (training loss thinned to ``every`` steps)."""
+    train, valid, baseline = [], [], None
+    with open(os.path.join(run_dir, "log.jsonl")) as fh:
+        for line in fh:
+            rec = json.loads(line)
+            if rec.get("type") == "train" and rec["step"] % every == 0:
+                train.append({"step": rec["step"], "loss": round(rec["loss"], 6), "lr": rec["lr"]})
+            elif rec.get("type") == "valid":
+                valid.append({"step": rec["step"], "mean_sdr": round(rec["mean"], 3),
+                              "sdr": {k: round(v, 3) for k, v in rec["sdr"].items()}})
+            elif rec.get("type") == "baseline":
+                baseline = {k: rec[k] for k in ("mixture", "uniform", "irm", "songs")}
+    return {"train_loss": train, "valid": valid, "valid_baseline": baseline}
+
+
+def ship(run_dir: str, models_dir: str, name: str, file_name: str, data_root: str, command: str,
+         description: str = "", test_songs: int | None = None, threads: int = 2) -> dict:
+    """Export ``run_dir/best.pt`` into the package: ONNX (parity-checked), test-split SDR stamped
+    into its metadata, a provenance JSON beside it, and the registry entry ``name``."""
+    from dawsep import runtime
+    from dawsep.train.evaluate import baselines, evaluate_model, test_songs as load_test
+    from dawsep.train.train_separator import model_from_checkpoint
+
+    model, ck = model_from_checkpoint(os.path.join(run_dir, "best.pt"))
+    out = os.path.join(models_dir, file_name)
+    figures = export_model(model, out, ck, threads=threads)
+    songs = load_test(data_root, limit=test_songs)
+    test = evaluate_model(out, songs, threads=threads)
+    base = baselines(songs, model.n_fft, model.hop, model.n_bins)
+    metrics = json.loads(metadata(model, ck, figures["segment_samples"], figures)["dawsep.metrics"])
+    metrics["test"] = {"sdr": test["sdr"], "mean": test["mean"], "songs": test["songs"],
+                       "mixture": base["mixture"], "irm": base["irm"], "uniform": base["uniform"],
+                       "onnx_rtf_2threads_chunked": test["rtf"]}
+    restamp(out, {"dawsep.metrics": json.dumps(metrics)})
+    sha = runtime.file_sha256(out)
+    last = load_checkpoint_meta(os.path.join(run_dir, "last.pt"))
+    provenance = {
+        "model": file_name, "sha256": sha, "bytes": os.path.getsize(out), "kind": "separator",
+        "architecture": model.config(), "params": metrics["params"],
+        "command": command, "train_config": ck.get("train_config"), "corpus": ck.get("corpus"),
+        "steps_trained": last.get("step"), "best_step": ck.get("step"),
+        "metrics": metrics, "curves": _curves(run_dir),
+        "held_out": "test split: MuseScore General soundfonts and the reserved music21 composers, "
+                    "never read in training or validation",
+    }
+    prov_path = os.path.join(models_dir, file_name.rsplit(".", 1)[0] + ".json")
+    with open(prov_path, "w") as fh:
+        json.dump(provenance, fh, indent=1)
+    reg_path = os.path.join(models_dir, "registry.json")
+    reg = json.load(open(reg_path)) if os.path.exists(reg_path) else {}
+    reg.setdefault("separator", {})[name] = {"file": file_name, "sha256": sha, "description": description,
+                                             "provenance": os.path.basename(prov_path)}
+    with open(reg_path, "w") as fh:
+        json.dump(reg, fh, indent=1, sort_keys=True)
+    return {"file": out, "sha256": sha, "test": metrics["test"], "export": figures}
+
+
+def load_checkpoint_meta(path: str) -> dict:
+    """Step and config of a checkpoint without keeping its tensors around."""
+    if not os.path.exists(path):
+        return {}
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    return {"step": ck.get("step")}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 import os
 import signal
 import sqlite3
@@ -16,6 +17,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from _models import DelayedGainModel
+from conftest import with_model
 from dawsep.batch import RenderJob, discover, inside, run_batch
 from dawsep.chain import register_model_step
 from dawsep.cli import main
@@ -23,6 +25,13 @@ from dawsep.errors import OutputPathError
 from dawsep.presets import load_preset
 
 SR = 44100
+
+
+
+@pytest.fixture
+def P(tiny_separator):
+    """Shipped presets with the tiny test separator instead of the packaged model (fast)."""
+    return lambda name: with_model(load_preset(name), tiny_separator)
 
 
 def tone(seconds: float, sr: int = SR, channels: int = 2, freq: float = 440.0, seed: int = 0) -> np.ndarray:
@@ -47,10 +56,10 @@ def no_temp_files(out: Path) -> bool:
     return not leftovers
 
 
-def test_render_folder_isolates_bad_song_and_writes_manifest(tmp_path):
+def test_render_folder_isolates_bad_song_and_writes_manifest(tmp_path, P):
     make_songs(tmp_path / "in")
     out = tmp_path / "out"
-    job = RenderJob(load_preset("bass"))
+    job = RenderJob(P("bass"))
     report = run_batch(job, tmp_path / "in", out, progress=False)
     assert sorted(report.done) == ["a", "album/b", "album/c"]
     assert [s for s, _ in report.failed] == ["album/broken"]
@@ -70,10 +79,10 @@ def test_render_folder_isolates_bad_song_and_writes_manifest(tmp_path):
     assert no_temp_files(out)
 
 
-def test_render_output_equals_offline_chain(tmp_path):
+def test_render_output_equals_offline_chain(tmp_path, P):
     x = tone(1.5, seed=3)
     sf.write(tmp_path / "s.wav", x, SR, subtype="FLOAT")
-    preset = load_preset("piano")
+    preset = P("piano")
     run_batch(RenderJob(preset, block_frames=4096), tmp_path / "s.wav", tmp_path / "out", progress=False)
     y, _ = sf.read(tmp_path / "out" / "s" / "piano.flac", always_2d=True)
     ref = preset.build_chain()(x.T, SR).T
@@ -81,10 +90,10 @@ def test_render_output_equals_offline_chain(tmp_path):
     assert np.max(np.abs(y - ref)) < 2.0 / 2**23  # 24-bit FLAC quantisation
 
 
-def test_rerun_skips_done_and_force_redoes(tmp_path):
+def test_rerun_skips_done_and_force_redoes(tmp_path, P):
     make_songs(tmp_path / "in")
     out = tmp_path / "out"
-    job = RenderJob(load_preset("drums"))
+    job = RenderJob(P("drums"))
     run_batch(job, tmp_path / "in", out, progress=False)
     mtime = (out / "a" / "drums.flac").stat().st_mtime_ns
     again = run_batch(job, tmp_path / "in", out, progress=False)
@@ -99,9 +108,9 @@ def test_rerun_skips_done_and_force_redoes(tmp_path):
     assert sorted(wav.done) == ["a", "album/b", "album/c"] and (out / "a" / "drums.wav").exists()
 
 
-def test_parallel_jobs_match_single_process(tmp_path):
+def test_parallel_jobs_match_single_process(tmp_path, P):
     make_songs(tmp_path / "in")
-    job = RenderJob(load_preset("guitar"))
+    job = RenderJob(P("guitar"))
     run_batch(job, tmp_path / "in", tmp_path / "one", jobs=1, progress=False)
     report = run_batch(job, tmp_path / "in", tmp_path / "two", jobs=2, progress=False)
     assert sorted(report.done) == ["a", "album/b", "album/c"] and len(report.failed) == 1
@@ -144,10 +153,10 @@ def bad_inputs(root: Path) -> dict[str, str]:
             "nan": "NaN", "surround": "6 channels"}
 
 
-def test_bad_input_matrix_each_reported_nothing_written(tmp_path):
+def test_bad_input_matrix_each_reported_nothing_written(tmp_path, P):
     expected = bad_inputs(tmp_path / "in")
     out = tmp_path / "out"
-    report = run_batch(RenderJob(load_preset("bass")), tmp_path / "in", out, progress=False)
+    report = run_batch(RenderJob(P("bass")), tmp_path / "in", out, progress=False)
     failed = dict(report.failed)
     assert sorted(failed) == sorted(expected) and report.done == []
     for song, phrase in expected.items():
@@ -155,21 +164,21 @@ def test_bad_input_matrix_each_reported_nothing_written(tmp_path):
         assert not (out / song).exists()
     assert no_temp_files(out)
     # --downmix turns the 6-channel file into a stereo stem
-    fixed = run_batch(RenderJob(load_preset("bass"), downmix=True), tmp_path / "in" / "surround.wav", out, progress=False)
+    fixed = run_batch(RenderJob(P("bass"), downmix=True), tmp_path / "in" / "surround.wav", out, progress=False)
     assert fixed.done == ["surround"] and sf.info(str(out / "surround" / "bass.flac")).channels == 2
 
 
 def test_model_step_at_its_own_rate_is_streamed_there_and_back(tmp_path):
     register_model_step("test-delayed-gain", DelayedGainModel)
     preset_file = tmp_path / "model.toml"
-    preset_file.write_text('[separate]\nstem = "piano"\n[[chain]]\nmodel = "test-delayed-gain"\n'
+    preset_file.write_text('[[chain]]\nmodel = "test-delayed-gain"\n'
                            'gain = 0.5\nlatency = 300\nsample_rate = 22050\n[output]\nformat = "wav"\nbit_depth = 32\n')
     x = tone(2.0, sr=48000, freq=1000.0, seed=1)
     sf.write(tmp_path / "s.wav", x, 48000, subtype="FLOAT")
     report = run_batch(RenderJob(load_preset(str(preset_file)), block_frames=3000), tmp_path / "s.wav",
                        tmp_path / "out", progress=False)
     assert report.ok, report.summary()
-    y, sr = sf.read(tmp_path / "out" / "s" / "piano.wav", always_2d=True)
+    y, sr = sf.read(tmp_path / "out" / "s" / "other.wav", always_2d=True)
     assert sr == 48000 and y.shape == x.shape  # back at the input rate, same length, aligned
     core = slice(2000, -2000)
     # the 1 kHz tone survives 48k -> 22.05k -> 48k; the noise above 11 kHz is gone, hence the tolerance
@@ -179,13 +188,16 @@ def test_model_step_at_its_own_rate_is_streamed_there_and_back(tmp_path):
 # ------------------------------------------------------------------------------- kill + resume
 
 
-def test_sigkill_mid_run_then_rerun_completes(tmp_path):
+def test_sigkill_mid_run_then_rerun_completes(tmp_path, tiny_separator):
+    preset = tmp_path / "other.toml"  # the shipped preset with the tiny test separator
+    shipped = resources.files("dawsep._presets").joinpath("other.toml").read_text()
+    preset.write_text(shipped.replace('model = "default"', f'model = "{tiny_separator}"'))
     src = tmp_path / "in"
     src.mkdir()
     for i in range(10):
         sf.write(src / f"song{i}.wav", tone(30.0, seed=i), SR, subtype="PCM_16")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "dawsep.cli", "render", str(src), "-o", str(out), "--preset", "other", "-q"]
+    cmd = [sys.executable, "-m", "dawsep.cli", "render", str(src), "-o", str(out), "--preset", str(preset), "-q"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
     ledger = out / ".dawsep" / "ledger.sqlite"
     deadline = time.time() + 120

@@ -147,6 +147,28 @@ def separator_export(ckpt, out, segment_seconds, no_bench) -> None:
     click.echo(json.dumps(export_checkpoint(ckpt, out, segment_seconds=segment_seconds, bench=not no_bench)))
 
 
+@separator.command(name="ship")
+@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Training run folder (best.pt, last.pt, log.jsonl).")
+@click.option("--name", required=True, help="Registry name, e.g. default.")
+@click.option("--file", "file_name", required=True, help="File name inside dawsep/models/.")
+@click.option("--description", default="", help="One line for `dawsep models list`.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), default=DEFAULT_DATA, show_default=True)
+@click.option("--test-songs", type=int, default=None, help="Evaluate on this many test songs (default: all).")
+@_errors
+def separator_ship(run_dir, name, file_name, description, data, test_songs) -> None:
+    """Export best.pt into dawsep/models/ with test-split SDR, provenance JSON and registry entry."""
+    import shlex
+    import sys
+
+    from dawsep import runtime
+
+    ship = export_module("separator").ship
+    res = ship(run_dir, str(runtime.MODELS_DIR), name, file_name, data, " ".join(map(shlex.quote, sys.argv)),
+               description=description, test_songs=test_songs)
+    click.echo(json.dumps(res, indent=1))
+
+
 main.add_command(separator)
 
 from dawsep.train.cli_transcriber import transcriber  # noqa: E402  (defined in its own module)

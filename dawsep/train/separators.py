@@ -10,7 +10,11 @@ Both architectures share one front/back end (:class:`MaskSeparator`):
 3. A trunk (the architecture) predicts a complex ratio mask per stem and channel; the stem
    spectrogram is ``mask * X`` (complex product: the mask can fix phase a little, unlike a
    magnitude mask), then iSTFT back to exactly ``T`` samples.
-4. Mixture consistency (``consistent=True``): the masks are projected to sum to 1 over stems
+4. ``mask="softmax"`` instead predicts real ratio masks, softmax over the stems per channel, bin
+   and frame (Spleeter/Open-Unmix style: bounded, summing to 1, mixture phase). It cannot beat
+   the IRM but learns much faster from scratch, which matters on a CPU budget (measured: see
+   ``docs/BENCHMARKS.md``).
+5. Mixture consistency (``consistent=True``, complex masks): the masks are projected to sum to 1 over stems
    (``m - mean(m) + 1/S``), so the stems sum to the mixture below the cut-off by construction.
    Without it, L1 training first drives the hard stems (guitar, other, drums) to silence, the
    median-seeking safe bet: measured at step 750, SDR fell *below* the ``mix/5`` starting point.
@@ -29,7 +33,7 @@ import torch.nn.functional as F
 from dawsep.train.data.score import SAMPLE_RATE, STEMS
 from dawsep.train.stft import ISTFT, STFT
 
-MASK_PARTS = 4  # per stem: (left, right) x (real, imag)
+MASK_PARTS = {"complex": 4, "softmax": 2}  # per stem: (left, right) x (real, imag) | (left, right)
 
 
 class MaskSeparator(nn.Module):
@@ -42,8 +46,11 @@ class MaskSeparator(nn.Module):
     arch = "base"
 
     def __init__(self, n_fft: int = 2048, hop: int = 1024, n_bins: int = 768, n_stems: int = len(STEMS),
-                 compress: float = 0.3, consistent: bool = True):
+                 compress: float = 0.3, consistent: bool = True, mask: str = "complex"):
         super().__init__()
+        if mask not in MASK_PARTS:
+            raise ValueError(f"mask {mask!r}: allowed {sorted(MASK_PARTS)}")
+        self.mask, self.mask_parts = mask, MASK_PARTS[mask]
         self.n_fft, self.hop, self.n_bins, self.n_stems, self.compress = n_fft, hop, n_bins, n_stems, compress
         self.consistent = consistent
         # 1/S on the real part: what each stem's mask becomes after removing the across-stem mean.
@@ -54,7 +61,7 @@ class MaskSeparator(nn.Module):
         self.istft = ISTFT(n_fft, hop, n_bins)
         self.frame_multiple = 1
         self._config = {"n_fft": n_fft, "hop": hop, "n_bins": n_bins, "n_stems": n_stems, "compress": compress,
-                        "consistent": consistent}
+                        "consistent": consistent, "mask": mask}
 
     def config(self) -> dict:
         """JSON-able constructor arguments (checkpoints store it, :func:`build` inverts it)."""
@@ -68,11 +75,13 @@ class MaskSeparator(nn.Module):
 
     def _head_init(self, head: nn.Conv2d) -> None:
         # Start from "every stem = mix / n_stems": a sane, mixture-consistent first guess.
-        # Output channels are laid out (stem, left/right, real/imag[, fold]).
+        # Output channels are laid out (stem, left/right[, real/imag][, fold]); softmax logits
+        # of zero are already uniform.
         nn.init.normal_(head.weight, std=1e-3)
         with torch.no_grad():
             head.bias.zero_()
-            head.bias.view(self.n_stems, 2, 2, -1)[:, :, 0] = 1.0 / self.n_stems
+            if self.mask == "complex":
+                head.bias.view(self.n_stems, 2, 2, -1)[:, :, 0] = 1.0 / self.n_stems
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         """``mix [B, 2, T]`` -> ``stems [B, n_stems, 2, T]``."""
@@ -84,7 +93,11 @@ class MaskSeparator(nn.Module):
         h = Xn.reshape(X.shape[0], 4, self.n_bins, n_frames).transpose(2, 3)  # [B, 4, N, F]
         pad = (-n_frames) % self.frame_multiple
         h = F.pad(h, (0, 0, 0, pad))
-        m = self.trunk(h)[:, :, :n_frames]  # [B, S*4, N, F]
+        m = self.trunk(h)[:, :, :n_frames]  # [B, S*parts, N, F]
+        if self.mask == "softmax":
+            m = torch.softmax(m.reshape(X.shape[0], self.n_stems, 2, n_frames, self.n_bins), dim=1)
+            Y = m.transpose(-1, -2)[:, :, :, None] * X[:, None]  # [B, S, 2, 2, F, N]
+            return self.istft(Y, mix.shape[-1])
         m = m.reshape(X.shape[0], self.n_stems, 2, 2, n_frames, self.n_bins).transpose(-1, -2)
         if self.consistent:
             m = m - m.mean(1, keepdim=True) + self.unit_mask
@@ -124,7 +137,7 @@ class UNetMask(MaskSeparator):
             c_in = channels[-1] if i == 0 else 2 * outs[i - 1]  # previous output ++ its skip
             self.dec.append(nn.Sequential(nn.ConvTranspose2d(c_in, c, 5, 2, 2, output_padding=1),
                                           *_bn_act(c, nn.ReLU())))
-        self.head = nn.Conv2d(channels[0] + 4, self.n_stems * MASK_PARTS, 1)
+        self.head = nn.Conv2d(channels[0] + 4, self.n_stems * self.mask_parts, 1)
         self._head_init(self.head)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
@@ -219,7 +232,7 @@ class TFCTDFUNet(MaskSeparator):
             c, c_next, fi = channels[i], channels[i + 1], f >> i
             self.up.append(nn.Sequential(nn.ConvTranspose2d(c_next, c, 2, 2, bias=False), *_bn_act(c, nn.ReLU())))
             self.dec.append(TFCTDF(2 * c, c, fi, layers, bf))
-        self.head = nn.Conv2d(channels[0], self.n_stems * MASK_PARTS * fold, 1)
+        self.head = nn.Conv2d(channels[0], self.n_stems * self.mask_parts * fold, 1)
         self._head_init(self.head)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:

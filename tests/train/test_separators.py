@@ -35,10 +35,16 @@ def _one_thread():
 
 
 def tiny(arch: str):
+    """``arch``: unet | tfctdf, with ``-softmax`` for the real ratio-mask head."""
     torch.manual_seed(0)
+    arch, _, mask = arch.partition("-")
+    spec = dict(SPEC, mask=mask or "complex")
     if arch == "unet":
-        return UNetMask(channels=(4, 8, 8), **SPEC)
-    return TFCTDFUNet(channels=(4, 6, 8), layers=2, bf=4, fold=2, **SPEC)
+        return UNetMask(channels=(4, 8, 8), **spec)
+    return TFCTDFUNet(channels=(4, 6, 8), layers=2, bf=4, fold=2, **spec)
+
+
+ARCH_MASKS = ["unet", "tfctdf", "unet-softmax", "tfctdf-softmax"]
 
 
 def randomize(model):
@@ -95,7 +101,7 @@ def test_stft_onnx_export_dynamic_and_small():
 
 
 # ---------------------------------------------------------------- architectures
-@pytest.mark.parametrize("arch", ["unet", "tfctdf"])
+@pytest.mark.parametrize("arch", ARCH_MASKS)
 def test_shapes_odd_lengths_and_config_round_trip(arch):
     m = tiny(arch).eval()
     with torch.no_grad():
@@ -108,7 +114,7 @@ def test_shapes_odd_lengths_and_config_round_trip(arch):
         assert torch.equal(m(x), m2.eval()(x))
 
 
-@pytest.mark.parametrize("arch", ["unet", "tfctdf"])
+@pytest.mark.parametrize("arch", ARCH_MASKS)
 def test_mixture_consistency(arch):
     m = randomize(tiny(arch))
     x = torch.randn(2, 2, 3000) * 0.3
@@ -211,7 +217,7 @@ def test_sdr_conventions():
 
 
 # ---------------------------------------------------------------- export
-@pytest.mark.parametrize("arch", ["unet", "tfctdf"])
+@pytest.mark.parametrize("arch", ARCH_MASKS)
 def test_onnx_export_parity_and_metadata(tmp_path, arch):
     m = randomize(tiny(arch))
     out = str(tmp_path / f"{arch}.onnx")
@@ -222,7 +228,7 @@ def test_onnx_export_parity_and_metadata(tmp_path, arch):
     assert json.loads(meta["dawsep.stems"]) == ["piano", "bass", "drums", "guitar", "other"]
     assert meta["dawsep.sample_rate"] == "44100"
     assert int(meta["dawsep.segment_samples"]) == fig["segment_samples"] > 0
-    assert json.loads(meta["dawsep.architecture"])["arch"] == arch
+    assert json.loads(meta["dawsep.architecture"])["arch"] == arch.split("-")[0]
     for key in ("dawsep.version", "dawsep.train_data", "dawsep.metrics"):
         assert meta[key]
     json.loads(meta["dawsep.metrics"])

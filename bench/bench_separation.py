@@ -1,0 +1,141 @@
+"""Separation quality on the held-out test split and speed on 2 cores, for every packaged separator.
+
+Quality: SDR per stem (dawsep.train.evaluate: museval-style 1 s chunks, median over chunks then
+over songs, MDX energy-ratio SDR) through the ONNX runtime path, beside the IRM oracle and the
+mixture on the same songs; an INT8 dynamic-quantisation trial of the default model.
+Speed: `dawsep separate` of a 3-minute song (decode, separate, write 5 FLACs) and ONNX Runtime
+vs torch eager on a 10 s clip, 2 threads each.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.bench_render import dawsep_cmd, synth_song, timed
+
+STEMS = ("piano", "bass", "drums", "guitar", "other")
+
+
+def _data_root() -> str:
+    return os.environ.get("DAWSEP_DATA", os.path.expanduser("~/.cache/dawsep/data"))
+
+
+def _row(label: str, res: dict, extra: str = "") -> str:
+    cells = " | ".join(f"{res['sdr'][s]:+.2f}" for s in STEMS)
+    return f"| {label} | {cells} | **{res['mean']:+.2f}** | {extra} |"
+
+
+def _quantize(src: str, dst: str) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+
+
+def _torch_vs_onnx(path: str, seconds: float = 10.0, threads: int = 2) -> tuple[float, float]:
+    """Real-time factors (ORT, torch eager) of one forward pass over a ``seconds`` clip."""
+    import torch
+
+    from dawsep import runtime
+    from dawsep.train.separators import build
+
+    m = runtime.load(path, "separator", threads=threads)
+    x = np.random.default_rng(0).uniform(-0.3, 0.3, (1, 2, int(seconds * 44100))).astype(np.float32)
+
+    def best(fn, n=3):
+        fn()
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return seconds / min(times)
+
+    ort_rtf = best(lambda: m.run(["stems"], {"mix": x}))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    model = build(m.info.architecture).eval()  # speed does not depend on the weights
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        torch_rtf = best(lambda: model(xt))
+    torch.set_num_threads(before)
+    return ort_rtf, torch_rtf
+
+
+def run(quick: bool = False) -> str:
+    from dawsep import runtime
+    from dawsep.train.evaluate import baselines, evaluate_model, test_songs
+
+    root = _data_root()
+    models = [(name, str(runtime.MODELS_DIR / e["file"])) for _, name, e in runtime.list_models("separator")]
+    if not models:
+        raise RuntimeError("no packaged separator models")
+    default = dict(models)["default"]
+    info = runtime.load(default, "separator", threads=1).info
+    arch = info.architecture
+    lines = ["## Separation", ""]
+    songs = test_songs(root, limit=4 if quick else None)
+    seconds = sum(s.shape[-1] for _, s in songs) / 44100
+    lines += [f"Held-out test split: {len(songs)} songs ({seconds / 60:.1f} min; kinds gen + m21, MuseScore General "
+              f"timbres and reserved composers, never seen in training or validation). SDR in dB, median over "
+              f"songs of the median over 1 s chunks (energy-ratio SDR, museval chunking; see "
+              f"`dawsep/train/evaluate.py`). Models run through the ONNX runtime path (`Separator`, 25 % "
+              f"overlap-add), 2 threads.", "",
+              "| estimate | " + " | ".join(STEMS) + " | mean | notes |",
+              "|---|" + "---|" * (len(STEMS) + 2)]
+    base = baselines(songs, arch.get("n_fft", 2048), arch.get("hop", 1024), arch.get("n_bins", 768))
+    lines.append(_row("mixture (floor)", base["mixture"]))
+    lines.append(_row("mix / 5 (untrained mask start)", base["uniform"]))
+    results = {}
+    for name, path in models:
+        res = evaluate_model(path, songs, threads=2)
+        results[name] = res
+        prov = {}
+        prov_file = Path(path).with_suffix(".json")
+        if prov_file.exists():
+            prov = json.loads(prov_file.read_text())
+        note = (f"{res['arch']}, {prov.get('params', 0) / 1e6:.2f} M params, {res['bytes'] / 1e6:.1f} MB, "
+                f"{prov.get('steps_trained', '?')} steps; {res['rtf']:.1f}x real time")
+        lines.append(_row(f"`{name}` ({Path(path).name})", res, note))
+    with tempfile.TemporaryDirectory() as tmp:
+        q = os.path.join(tmp, "int8.onnx")
+        try:
+            _quantize(default, q)
+            res = evaluate_model(q, songs, threads=2)
+            delta = res["mean"] - results["default"]["mean"]
+            keep = "kept" if abs(delta) <= 0.2 and res["rtf"] > results["default"]["rtf"] else "not shipped"
+            lines.append(_row("`default` INT8 dynamic (trial)", res,
+                              f"{res['bytes'] / 1e6:.1f} MB; {res['rtf']:.1f}x real time; "
+                              f"Δ mean {delta:+.2f} dB: {keep}"))
+        except Exception as exc:  # report, keep the rest of the section
+            lines.append(f"| `default` INT8 dynamic (trial) | failed: {exc!r} |")
+    lines.append(_row(f"IRM oracle (n_fft {arch.get('n_fft')}, {arch.get('n_bins')} bins)", base["irm"],
+                      "upper bound of a real mask with this STFT"))
+    lines += ["", "Speed on 2 cores:", "", "| measurement | value |", "|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        song = Path(tmp) / "song3min.flac"
+        synth_song(song, 30.0 if quick else 180.0)
+        dur = 30.0 if quick else 180.0
+        for name, path in models:
+            wall, rss = timed([*dawsep_cmd(), "separate", str(song), "-o", str(Path(tmp) / f"out-{name}"),
+                               "-m", name, "-q"])
+            lines.append(f"| `dawsep separate` {dur / 60:.0f}-min song, `{name}`, 5 FLAC stems | "
+                         f"{wall:.1f} s = **{dur / wall:.1f}x real time**, peak RSS {rss} MB |")
+    for name, path in models:
+        ort_rtf, torch_rtf = _torch_vs_onnx(path)
+        lines.append(f"| one 10 s forward, `{name}`: ONNX Runtime vs torch eager | "
+                     f"{ort_rtf:.1f}x vs {torch_rtf:.1f}x real time ({ort_rtf / torch_rtf:.2f}x) |")
+    lines += ["", "Reference: HTDemucs (random weights) runs at about 1.1x real time on this 2-core CPU "
+              "with its default settings (issue 4).", "",
+              "Command: `python -m bench.run --only separation` (corpus from `make data`, "
+              f"`DAWSEP_DATA` to point elsewhere)."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(run(quick="--quick" in sys.argv))

@@ -1,0 +1,135 @@
+"""One stateful chunking engine for the offline and the streaming paths (numpy only).
+
+:class:`OverlapAdd` runs a fixed-length model over a signal of any length: push samples in, pop
+finished samples out, :meth:`~OverlapAdd.flush` at the end, :meth:`~OverlapAdd.reset` to start
+over. The offline separator is this engine fed the whole file plus a flush, the streaming
+one is the same engine fed block by block, so "chunked == whole" holds by construction.
+
+Segments of ``segment`` samples start every ``hop = segment - overlap`` samples at 0, hop,
+2·hop, …; each model output is weighted by a trapezoid window (linear ramps over ``overlap``
+samples, never zero) and the sum divided by the summed weights. A sample is final once no later
+segment can cover it, i.e. after the segment starting at ``k·hop`` was run, samples before
+``(k+1)·hop`` are popped. The engine holds at most about two segments of audio whatever the
+input length, which is what bounds memory on hour-long files. The last, partial segments are
+zero-padded to ``segment``, so every model call has the same shape.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+# (batch, channels, segment) -> (batch, n_out, channels, segment)
+ModelFn = Callable[[np.ndarray], np.ndarray]
+
+
+def trapezoid(segment: int, overlap: int) -> np.ndarray:
+    """Cross-fade weights ``(segment,)``: rises over ``overlap`` samples, flat, falls; all > 0."""
+    i = np.arange(segment, dtype=np.float64)
+    ramp = max(1, overlap) + 1
+    return np.minimum(1.0, np.minimum((i + 1) / ramp, (segment - i) / ramp)).astype(np.float32)
+
+
+class OverlapAdd:
+    """Overlap-add chunking of ``model`` over a ``(channels, samples)`` stream.
+
+    ``model`` maps ``(batch, channels, segment)`` to ``(batch, n_out, channels, segment)``
+    (a separator: ``n_out`` stems). :meth:`push` returns ``(n_out, channels, m)`` finished
+    samples (``m`` may be 0); all pushes plus :meth:`flush` return exactly as many samples as
+    were pushed, and the result does not depend on how the input was split into pushes.
+    """
+
+    def __init__(self, model: ModelFn, segment: int, overlap: int, channels: int, n_out: int,
+                 batch_size: int = 1):
+        if segment < 2:
+            raise ValueError(f"segment must be at least 2 samples, got {segment}")
+        if not 0 <= overlap < segment:
+            raise ValueError(f"overlap must be in [0, segment), got {overlap} for segment {segment}")
+        self.model, self.segment, self.overlap = model, int(segment), int(overlap)
+        self.hop = self.segment - self.overlap
+        self.channels, self.n_out, self.batch_size = int(channels), int(n_out), max(1, int(batch_size))
+        self.window = trapezoid(self.segment, self.overlap)
+        self.reset()
+
+    @property
+    def max_delay(self) -> int:
+        """Most samples that can be pushed but not yet popped (``segment - 1``): the fixed
+        latency a streaming wrapper must declare."""
+        return self.segment - 1
+
+    def reset(self) -> None:
+        self._in = np.zeros((self.channels, 0), np.float32)  # input from absolute sample _in_start
+        self._in_start = 0
+        self._acc = np.zeros((self.n_out, self.channels, 0), np.float32)  # from absolute _out_start
+        self._wsum = np.zeros(0, np.float32)
+        self._out_start = 0
+        self._next = 0  # absolute start of the next segment to run
+        self._pushed = 0
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """Feed ``x`` ``(channels, n)``; return the finished ``(n_out, channels, m)``."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[0] != self.channels:
+            raise ValueError(f"expected ({self.channels}, samples), got {x.shape}")
+        if x.shape[1]:
+            self._in = np.concatenate([self._in, x], axis=1)
+            self._pushed += x.shape[1]
+        starts = []
+        while self._next + len(starts) * self.hop + self.segment <= self._pushed:
+            starts.append(self._next + len(starts) * self.hop)
+        self._run(starts)
+        return self._pop(self._next)
+
+    def flush(self) -> np.ndarray:
+        """End of input: run the zero-padded remaining segments, return every sample left, and
+        reset the engine for the next signal."""
+        end = self._pushed
+        starts = []
+        s = self._next
+        while s < end:
+            starts.append(s)
+            s += self.hop
+        self._run(starts)
+        out = self._pop(end)
+        self.reset()
+        return out
+
+    # ---------------------------------------------------------------- internals
+    def _run(self, starts: list[int]) -> None:
+        for i in range(0, len(starts), self.batch_size):
+            group = starts[i:i + self.batch_size]
+            batch = np.zeros((len(group), self.channels, self.segment), np.float32)
+            for b, s in enumerate(group):
+                piece = self._in[:, s - self._in_start: s - self._in_start + self.segment]
+                batch[b, :, :piece.shape[1]] = piece
+            y = np.asarray(self.model(batch), dtype=np.float32)
+            if y.shape != (len(group), self.n_out, self.channels, self.segment):
+                raise ValueError(f"model returned {y.shape}, expected "
+                                 f"{(len(group), self.n_out, self.channels, self.segment)}")
+            for b, s in enumerate(group):
+                self._accumulate(s, y[b])
+            self._next = group[-1] + self.hop
+            # input before the next segment's start is never read again
+            drop = self._next - self._in_start
+            if drop > 0:
+                self._in = self._in[:, drop:]
+                self._in_start = self._next
+
+    def _accumulate(self, start: int, y: np.ndarray) -> None:
+        need = start + self.segment - self._out_start
+        if need > self._wsum.shape[0]:
+            grow = need - self._wsum.shape[0]
+            self._acc = np.concatenate([self._acc, np.zeros((self.n_out, self.channels, grow), np.float32)], axis=2)
+            self._wsum = np.concatenate([self._wsum, np.zeros(grow, np.float32)])
+        o = start - self._out_start
+        self._acc[:, :, o:o + self.segment] += y * self.window
+        self._wsum[o:o + self.segment] += self.window
+
+    def _pop(self, upto: int) -> np.ndarray:
+        m = max(0, min(upto, self._pushed) - self._out_start)
+        if m == 0:
+            return np.zeros((self.n_out, self.channels, 0), np.float32)
+        out = self._acc[:, :, :m] / self._wsum[:m]
+        self._acc, self._wsum = self._acc[:, :, m:], self._wsum[m:]
+        self._out_start += m
+        return out

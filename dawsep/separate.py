@@ -1,0 +1,157 @@
+"""Source separation at run time: ONNX Runtime + overlap-add chunking (no torch).
+
+>>> sep = Separator()                          # the packaged default model
+>>> stems = sep.separate(audio, 44100)         # {"piano": (2, T), "bass": (2, T), ...}
+
+:class:`Separator` drives one :class:`~dawsep.chunking.OverlapAdd` engine; the offline call is
+the engine fed the whole signal plus a flush, and :meth:`Separator.stream` hands out the same
+engine for block-by-block use. :class:`SeparatorStep` puts one stem of it into a
+:class:`~dawsep.chain.Chain` (a preset's ``[separate]`` section, or ``model = "separate"``).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from dawsep import runtime
+from dawsep.chain import register_model_step
+from dawsep.chunking import OverlapAdd
+from dawsep.errors import AudioFormatError, ModelError
+
+DEFAULT_OVERLAP = 0.25
+
+
+class Separator:
+    """Waveform -> stems with a separator ONNX model (DESIGN.md contract).
+
+    ``model``: a packaged model name (``"default"``) or a path to an ``.onnx`` file.
+    ``segment_seconds``: chunk length (default: the model's ``dawsep.segment_samples``);
+    ``overlap``: fraction of a chunk cross-faded with the next; ``threads``: ONNX Runtime
+    intra-op threads (default: all cores, or the batch engine's share).
+    """
+
+    def __init__(self, model: str | os.PathLike = "default", *, segment_seconds: float | None = None,
+                 overlap: float = DEFAULT_OVERLAP, threads: int | None = None, batch_size: int = 1):
+        self.model = runtime.load(model, "separator", threads)
+        info = self.model.info
+        if not info.stems:
+            raise ModelError(f"{info.path}: separator metadata lists no stems (dawsep.stems)")
+        if not 0.0 <= overlap < 1.0:
+            raise ValueError(f"overlap must be a fraction in [0, 1), got {overlap}")
+        self.info = info
+        self.stems: tuple[str, ...] = info.stems
+        self.sample_rate: int = info.sample_rate
+        self.segment = int(round(segment_seconds * info.sample_rate)) if segment_seconds else info.segment_samples
+        if self.segment < 1024:
+            raise ValueError(f"segment of {self.segment} samples is too short (at least 1024)")
+        self.overlap = int(round(overlap * self.segment))
+        self.batch_size = batch_size
+
+    def __repr__(self) -> str:
+        return (f"Separator({self.info.name!r}, stems={list(self.stems)}, sample_rate={self.sample_rate}, "
+                f"segment={self.segment}, overlap={self.overlap})")
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """``(batch, 2, segment)`` -> ``(batch, n_stems, 2, segment)``."""
+        return self.model.run(["stems"], {"mix": batch})[0]
+
+    def stream(self) -> OverlapAdd:
+        """A fresh chunking engine over this model: ``push((2, n)) -> (n_stems, 2, m)``, ``flush()``."""
+        return OverlapAdd(self._run, self.segment, self.overlap, channels=2, n_out=len(self.stems),
+                          batch_size=self.batch_size)
+
+    def stem_index(self, stem: str) -> int:
+        if stem not in self.stems:
+            raise ModelError(f"model {self.info.name!r} has no stem {stem!r}; it has: {', '.join(self.stems)}")
+        return self.stems.index(stem)
+
+    def separate_array(self, audio: np.ndarray) -> np.ndarray:
+        """``(channels, samples)`` at the model's rate, 1 or 2 channels -> ``(n_stems, channels, samples)``."""
+        x = _stereo(audio)
+        engine = self.stream()
+        y = np.concatenate([engine.push(x), engine.flush()], axis=2)
+        return y.mean(axis=1, keepdims=True) if np.asarray(audio).ndim == 1 or audio.shape[0] == 1 else y
+
+    def separate(self, audio: np.ndarray, sample_rate: int | None = None) -> dict[str, np.ndarray]:
+        """``(channels, samples)`` (or ``(samples,)``) at ``sample_rate`` -> ``{stem: (channels, samples)}``.
+
+        Any rate: resampled to the model's and back; stems have the input's length and channels.
+        """
+        from dawsep import audio as audio_io
+
+        x = np.asarray(audio, dtype=np.float32)
+        mono = x.ndim == 1
+        x = x[None] if mono else x
+        if x.ndim != 2 or x.shape[0] not in (1, 2):
+            raise AudioFormatError("<array>", f"expected (channels, samples) with 1 or 2 channels, got {x.shape}")
+        if not np.isfinite(x).all():
+            raise AudioFormatError("<array>", "audio contains NaN or infinite samples")
+        sr = int(sample_rate or self.sample_rate)
+        inner = audio_io.resample(x, sr, self.sample_rate) if sr != self.sample_rate else x
+        y = self.separate_array(inner)
+        out = {}
+        for i, name in enumerate(self.stems):
+            s = audio_io.resample(y[i], self.sample_rate, sr) if sr != self.sample_rate else y[i]
+            s = _fit(s, x.shape[1])
+            out[name] = s[0] if mono else s
+        return out
+
+
+def _stereo(audio: np.ndarray) -> np.ndarray:
+    x = np.asarray(audio, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or x.shape[0] not in (1, 2):
+        raise AudioFormatError("<array>", f"expected (channels, samples) with 1 or 2 channels, got {x.shape}")
+    return np.repeat(x, 2, axis=0) if x.shape[0] == 1 else x
+
+
+def _fit(x: np.ndarray, n: int) -> np.ndarray:
+    if x.shape[-1] >= n:
+        return x[..., :n]
+    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n - x.shape[-1])])
+
+
+class SeparatorStep:
+    """One stem of a separator as a chain :class:`~dawsep.chain.ModelStep`.
+
+    ``process`` returns the same number of samples as it is given, delayed by
+    ``latency_samples`` (the chunking engine's worst-case hold-back): a FIFO primed with that
+    many zeros turns the engine's variable output into a fixed delay.
+    """
+
+    def __init__(self, stem: str, model: str = "default", overlap: float = DEFAULT_OVERLAP,
+                 segment_seconds: float | None = None, separator: Separator | None = None):
+        self.separator = separator or Separator(model, overlap=overlap, segment_seconds=segment_seconds)
+        self.index = self.separator.stem_index(stem)
+        self.stem = stem
+        self.name = f"separate:{stem}"
+        self.sample_rate = self.separator.sample_rate
+        self._engine = self.separator.stream()
+        self.latency_samples = self._engine.max_delay
+        self.reset()
+
+    def reset(self) -> None:
+        self._engine.reset()
+        self._fifo = np.zeros((2, self.latency_samples), np.float32)
+        self._channels: int | None = None
+
+    def process(self, audio: np.ndarray, sample_rate: int, reset: bool) -> np.ndarray:
+        if reset:
+            self.reset()
+        x = np.asarray(audio, dtype=np.float32)
+        self._channels = self._channels or x.shape[0]
+        y = self._engine.push(_stereo(x))[self.index]
+        self._fifo = np.concatenate([self._fifo, y], axis=1)
+        n = x.shape[1]
+        out, self._fifo = self._fifo[:, :n], self._fifo[:, n:]
+        return out.mean(axis=0, keepdims=True) if x.shape[0] == 1 else out
+
+
+def _step_factory(stem: str, model: str = "default", overlap: float = DEFAULT_OVERLAP,
+                  segment_seconds: float | None = None) -> SeparatorStep:
+    return SeparatorStep(stem, model=model, overlap=float(overlap), segment_seconds=segment_seconds)
+
+
+register_model_step("separate", _step_factory)

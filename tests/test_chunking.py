@@ -1,0 +1,95 @@
+"""The overlap-add engine (numpy models, no ONNX): exact lengths, block-split invariance,
+single-coverage regions equal to the model's own output, bounded buffers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dawsep.chunking import OverlapAdd, trapezoid
+
+
+def gain_model(batch):
+    """Per-stem gains 1, 0.5, -2: linear and time-invariant, so chunking must be invisible."""
+    return batch[:, None] * np.array([1.0, 0.5, -2.0], np.float32)[None, :, None, None]
+
+
+def context_model(batch):
+    """Output depends on the whole segment (its mean and energy): chunking is visible."""
+    m = batch.mean(axis=-1, keepdims=True)
+    e = np.sqrt((batch ** 2).mean(axis=(1, 2), keepdims=True))
+    y = np.stack([batch * e[:, :, :1] + m, batch - m], axis=1)
+    return y.astype(np.float32)
+
+
+def run_blocks(engine, x, sizes):
+    out, pos, i = [], 0, 0
+    while pos < x.shape[1]:
+        n = sizes[i % len(sizes)]
+        out.append(engine.push(x[:, pos:pos + n]))
+        pos, i = pos + n, i + 1
+    out.append(engine.flush())
+    return np.concatenate(out, axis=2)
+
+
+@pytest.mark.parametrize("n", [0, 1, 99, 100, 250, 1000, 1001, 12345])
+def test_linear_model_is_reproduced_exactly_for_any_length(n):
+    x = np.random.default_rng(n).standard_normal((2, n)).astype(np.float32)
+    eng = OverlapAdd(gain_model, segment=100, overlap=30, channels=2, n_out=3)
+    y = run_blocks(eng, x, [37])
+    assert y.shape == (3, 2, n)
+    np.testing.assert_allclose(y, gain_model(x[None])[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("overlap", [0, 1, 25, 99])
+def test_any_block_split_equals_whole(overlap):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3333)).astype(np.float32)
+    eng = OverlapAdd(context_model, segment=100, overlap=overlap, channels=2, n_out=2, batch_size=3)
+    whole = np.concatenate([eng.push(x), eng.flush()], axis=2)
+    for sizes in ([1], [7, 400, 1], list(rng.integers(1, 300, 50))):
+        np.testing.assert_array_equal(run_blocks(eng, x, sizes), whole)
+
+
+def test_single_coverage_region_is_the_segment_output():
+    """Samples only one segment covers equal that segment's model output (cross-fade ÷ weights)."""
+    x = np.random.default_rng(2).standard_normal((2, 1000)).astype(np.float32)
+    seg, ov = 200, 50
+    eng = OverlapAdd(context_model, segment=seg, overlap=ov, channels=2, n_out=2)
+    y = np.concatenate([eng.push(x), eng.flush()], axis=2)
+    first = context_model(x[None, :, :seg])[0]
+    np.testing.assert_allclose(y[..., :seg - ov], first[..., :seg - ov], atol=1e-6)
+    hop = seg - ov
+    second = context_model(x[None, :, hop:hop + seg])[0]
+    np.testing.assert_allclose(y[..., seg:hop + seg - ov], second[..., ov:seg - ov], atol=1e-6)
+    # where two overlap the result lies between them (a convex cross-fade)
+    lo, hi = np.minimum(first[..., hop:], second[..., :ov]), np.maximum(first[..., hop:], second[..., :ov])
+    assert np.all(y[..., hop:seg] >= lo - 1e-6) and np.all(y[..., hop:seg] <= hi + 1e-6)
+
+
+def test_output_lags_input_by_at_most_max_delay_and_buffers_stay_bounded():
+    eng = OverlapAdd(gain_model, segment=256, overlap=64, channels=2, n_out=3)
+    pushed = popped = 0
+    rng = np.random.default_rng(3)
+    for _ in range(2000):
+        n = int(rng.integers(1, 600))
+        popped += eng.push(np.ones((2, n), np.float32)).shape[2]
+        pushed += n
+        assert 0 <= pushed - popped <= eng.max_delay
+        assert eng._in.shape[1] <= 256 + 600 and eng._acc.shape[2] <= 2 * 256
+    assert popped + eng.flush().shape[2] == pushed
+
+
+def test_window_positive_and_flat_in_the_middle():
+    w = trapezoid(100, 20)
+    assert w.min() > 0 and w.max() == 1.0 and np.all(w[25:75] == 1.0)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        OverlapAdd(gain_model, segment=100, overlap=100, channels=2, n_out=3)
+    eng = OverlapAdd(gain_model, segment=100, overlap=10, channels=2, n_out=3)
+    with pytest.raises(ValueError):
+        eng.push(np.zeros((1, 10), np.float32))
+    bad = OverlapAdd(lambda b: b, segment=100, overlap=10, channels=2, n_out=3)
+    with pytest.raises(ValueError, match="model returned"):
+        bad.push(np.zeros((2, 100), np.float32))
