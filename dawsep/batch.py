@@ -261,16 +261,26 @@ def _locked(state: Path) -> Iterator[None]:
         fh.close()
 
 
-def run_batch(job: Job, input_path: str | Path, out_dir: str | Path, *, jobs: int = 1,
+def run_batch(job: Job, input_path: str | Path, out_dir: str | Path, *, jobs: int | None = 1,
               force: bool = False, progress: bool = True, extensions: frozenset[str] | None = None,
-              on_result: Callable[[SongResult], None] | None = None) -> BatchReport:
+              on_result: Callable[[SongResult], None] | None = None, engine: str = "local",
+              address: str | None = None) -> BatchReport:
     """Run ``job`` on every song under ``input_path``; outputs under ``out_dir``.
 
-    ``jobs`` worker processes (1: in this process). Songs already done with the same settings
-    are skipped unless ``force``. Never raises for a bad song: see the returned report.
+    ``engine="local"``: ``jobs`` worker processes (None or 1: in this process).
+    ``engine="ray"``: ``jobs`` Ray workers (None: one per CPU of the cluster) on the Ray this
+    process joined, else ``address``, ``$RAY_ADDRESS`` or a local Ray started for the run
+    (see :mod:`dawsep.distributed`). Songs already done with the same settings are skipped
+    unless ``force``. Never raises for a bad song: see the returned report.
     """
     from dawsep.audio import READ_EXTENSIONS
 
+    if engine not in ("local", "ray"):
+        raise DawsepError(f"unknown engine {engine!r}; expected local or ray")
+    if engine == "ray":
+        from dawsep.distributed import import_ray
+
+        import_ray()  # a missing Ray is reported before anything is touched
     t0 = time.perf_counter()
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
@@ -315,7 +325,11 @@ def run_batch(job: Job, input_path: str | Path, out_dir: str | Path, *, jobs: in
 
             for song, fp in todo:
                 ledger.set(job.task, song, fp, "pending")
-            if jobs <= 1:
+            if engine == "ray" and todo:
+                from dawsep.distributed import run_ray
+
+                run_ray(job, todo, Path(input_path), out, staging_root, jobs, ledger, finish, address)
+            elif (jobs or 1) <= 1:
                 _worker_init(job, threads=os.cpu_count() or 1, own_process=False)
                 for song, fp in todo:
                     ledger.set(job.task, song, fp, "running")
@@ -573,6 +587,8 @@ class SeparateJob:
     downmix: bool = False
     keep_tail: bool = False
     block_frames: int = 65536
+    transcribe: bool = True  # with a preset that has [transcribe]: also <stem>.mid
+    extras: tuple[str, ...] = ()  # more transcription outputs: "png", "json", "csv"
     task: str = ""
 
     def __post_init__(self):
@@ -582,20 +598,30 @@ class SeparateJob:
             p = self.preset.output if self.preset is not None else None
             self.output = OutputOptions(p.format, p.bit_depth) if p else OutputOptions()
         self.task = self.task or ("separate" + (f":{self.preset.name}" if self.preset is not None else ""))
-        self._sep = self._chain = None
+        self._sep = self._chain = self._trans = None
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k not in ("_sep", "_chain")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_sep", "_chain", "_trans")}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._sep = self._chain = None
+        self._sep = self._chain = self._trans = None
+
+    @property
+    def transcribes(self) -> bool:
+        return bool(self.transcribe and self.preset is not None and self.preset.transcribe is not None
+                    and not self.two_stems)
 
     def fingerprint(self) -> str:
         from dawsep import runtime
 
         path, _, sha = runtime.resolve(self.model, "separator")
-        settings = {"model": sha or runtime.file_sha256(path), "stems": self.stems, "two_stems": self.two_stems,
+        trans = None
+        if self.transcribes:
+            tpath, _, tsha = runtime.resolve(self.preset.transcribe.model, "transcriber")
+            trans = [tsha or runtime.file_sha256(tpath), list(self.extras)]
+        settings = {"model": sha or runtime.file_sha256(path), "transcriber": trans,
+                    "stems": self.stems, "two_stems": self.two_stems,
                     "preset": self.preset.sha256 if self.preset is not None else None,
                     "output": asdict(self.output), "overlap": self.overlap, "segment": self.segment_seconds,
                     "downmix": self.downmix, "keep_tail": self.keep_tail}
@@ -610,6 +636,11 @@ class SeparateJob:
         self.plan()  # unknown stems fail here, before any song
         if self.preset is not None and self.preset.chain:
             self._chain = Chain(self.preset.chain)
+        self._trans = None
+        if self.transcribes:
+            from dawsep.transcribe import Transcriber
+
+            self._trans = Transcriber(self.preset.transcribe.model, threads=threads)
 
     def plan(self) -> list[tuple[str, int | None, bool]]:
         """``(output name, stem index or None for "no_<stem>", through the preset chain)``."""
@@ -633,6 +664,12 @@ class SeparateJob:
             self.setup(1)
         sep, chain = self._sep, self._chain
         plan = self.plan()
+        sink = None
+        if self._trans is not None:
+            from dawsep.transcribe import TranscriptionSink, options_from_preset
+
+            sink = TranscriptionSink(self._trans, sep.sample_rate, options_from_preset(self.preset.transcribe))
+            t_index = sep.stem_index(self.preset.stem)
         rate = sep.sample_rate
         src = audio.info(song.path)
         if chain is not None:
@@ -643,6 +680,8 @@ class SeparateJob:
         pending_mix = np.zeros((2, 0), np.float32)  # input not yet matched by engine output
 
         def route(y: np.ndarray, mix: np.ndarray, outs: list[_OutputStream]) -> None:
+            if sink is not None:
+                sink.push(y[t_index])  # the raw separated stem, before the chain's effects
             for (name, idx, chained), out in zip(plan, outs):
                 sig = y[idx] if idx is not None else mix - y[plan[0][1]]
                 out.emit(chain(sig, rate, reset=False) if chained else sig)
@@ -666,7 +705,78 @@ class SeparateJob:
                 if chained:
                     out.emit(chain.flush(rate, tail=self.keep_tail))
                 out.finish()
-        return _song_record(song, src, names, models=[sep.info.describe()],
+        models = [sep.info.describe()]
+        if sink is not None:
+            result = sink.finish()
+            result.duration_s = round(src.frames / src.sample_rate, 6)
+            names += _save_transcription(result, staging, self.preset.stem, self.extras)
+            models.append(self._trans.info.describe())
+        return _song_record(song, src, names, models=models,
                             preset=_preset_record(self.preset) if self.preset is not None else None,
                             chain=chain.descriptions if chain is not None else [],
                             separation={"overlap": sep.overlap, "segment_samples": sep.segment})
+
+
+def _save_transcription(result, staging: Path, stem: str, extras: tuple[str, ...]) -> list[str]:
+    names = [f"{stem}.mid"] + [f"{stem}.{ext}" for ext in extras]
+    for n in names:
+        result.save(staging / n)
+    return names
+
+
+@dataclass
+class TranscribeJob:
+    """Transcribe each recording (or piano stem) to ``OUT/<song>/piano.mid`` (+ ``extras``:
+    ``png`` piano roll, ``json``/``csv`` note lists). Streams the file at the model's rate."""
+
+    model: str = "default"
+    options: Any = None  # dawsep.transcribe.DecodeOptions; None: defaults
+    extras: tuple[str, ...] = ()
+    downmix: bool = False
+    block_frames: int = 65536
+    task: str = "transcribe"
+
+    def __post_init__(self):
+        if self.options is None:
+            from dawsep.transcribe import DecodeOptions
+
+            self.options = DecodeOptions()
+        self._trans = None
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_trans"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._trans = None
+
+    def fingerprint(self) -> str:
+        from dawsep import runtime
+
+        path, _, sha = runtime.resolve(self.model, "transcriber")
+        return _fingerprint({"model": sha or runtime.file_sha256(path), "options": asdict(self.options),
+                             "extras": list(self.extras), "downmix": self.downmix})
+
+    def setup(self, threads: int) -> None:
+        from dawsep.transcribe import Transcriber
+
+        self._trans = Transcriber(self.model, threads=threads)
+
+    def run(self, song: Song, staging: Path) -> dict[str, Any]:
+        from dawsep import audio
+        from dawsep.transcribe import TranscriptionSink
+
+        if self._trans is None:
+            self.setup(1)
+        t = self._trans
+        src = audio.info(song.path)
+        sink = TranscriptionSink(t, t.sample_rate, self.options)
+        with audio.stream(song.path, block_frames=self.block_frames, sample_rate=t.sample_rate,
+                          downmix=self.downmix) as reader:
+            for block in reader:
+                sink.push(block)
+        result = sink.finish()
+        result.duration_s = round(src.frames / src.sample_rate, 6)
+        names = _save_transcription(result, staging, "piano", self.extras)
+        return _song_record(song, src, names, models=[t.info.describe()], notes=len(result.notes),
+                            pedal_events=len(result.pedal))

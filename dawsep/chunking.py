@@ -133,3 +133,81 @@ class OverlapAdd:
         self._acc, self._wsum = self._acc[:, :, m:], self._wsum[m:]
         self._out_start += m
         return out
+
+
+class OverlapDiscard:
+    """Overlap-discard chunking of a frame model (a transcriber) over a mono stream.
+
+    ``model`` maps ``(batch, segment)`` samples to ``(batch, segment // hop, dims)`` frame
+    posteriors; frame ``f`` describes samples ``[f·hop, (f+1)·hop)``. Each segment carries
+    ``context`` frames of audio on both sides whose outputs are thrown away (a recurrent model is
+    unreliable near the edges of what it saw), so every kept frame had at least ``context`` frames
+    of real or zero-padded audio around it. Segments start ``context`` frames before the
+    first frame they keep; the first one starts in zero padding, like the start of a file.
+    :meth:`push` returns the finished ``(m, dims)`` frames; pushes plus :meth:`flush` give
+    ``ceil(samples / hop)`` frames in all, whatever the block sizes.
+    """
+
+    def __init__(self, model: Callable[[np.ndarray], np.ndarray], segment: int, hop: int, context: int,
+                 dims: int):
+        if segment % hop:
+            raise ValueError(f"segment {segment} must be a multiple of hop {hop}")
+        self.model, self.segment, self.hop, self.context, self.dims = model, int(segment), int(hop), int(context), int(dims)
+        self.keep = self.segment // self.hop - 2 * self.context
+        if self.keep < 1:
+            raise ValueError(f"segment of {segment // hop} frames leaves nothing after {context} context frames per side")
+        self.reset()
+
+    @property
+    def max_delay(self) -> int:
+        """Samples the engine can hold before the frames covering them come out."""
+        return (self.keep + self.context) * self.hop
+
+    def reset(self) -> None:
+        pad = self.context * self.hop  # the first segment's left context: silence before the start
+        self._in = np.zeros(pad, np.float32)
+        self._in_start = -pad  # absolute sample index of self._in[0]
+        self._pushed = 0
+        self._next = 0  # index of the next segment
+
+    def _start(self, k: int) -> int:
+        return (k * self.keep - self.context) * self.hop
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """Feed mono samples ``(n,)``; return finished frames ``(m, dims)``."""
+        x = np.asarray(x, dtype=np.float32).reshape(-1)
+        self._in = np.concatenate([self._in, x])
+        self._pushed += x.shape[0]
+        out = []
+        while self._start(self._next) + self.segment <= self._pushed:
+            out.append(self._run(self._next, None))
+            self._next += 1
+        return np.concatenate(out) if out else np.zeros((0, self.dims), np.float32)
+
+    def flush(self) -> np.ndarray:
+        """End of input: the remaining frames (zero-padded segments), then reset."""
+        total = -(-self._pushed // self.hop)
+        out = []
+        while self._next * self.keep < total:
+            out.append(self._run(self._next, total))
+            self._next += 1
+        self.reset()
+        return np.concatenate(out) if out else np.zeros((0, self.dims), np.float32)
+
+    def _run(self, k: int, total: int | None) -> np.ndarray:
+        s = self._start(k) - self._in_start
+        piece = self._in[s:s + self.segment]
+        if piece.shape[0] < self.segment:
+            piece = np.pad(piece, (0, self.segment - piece.shape[0]))
+        y = np.asarray(self.model(piece[None]), dtype=np.float32)[0]
+        if y.shape != (self.segment // self.hop, self.dims):
+            raise ValueError(f"model returned {y.shape}, expected {(self.segment // self.hop, self.dims)}")
+        frames = y[self.context:self.context + self.keep]
+        if total is not None:
+            frames = frames[:max(0, total - k * self.keep)]
+        # samples before the next segment's start are never read again
+        drop = self._start(k + 1) - self._in_start
+        if drop > 0:
+            self._in = self._in[drop:]
+            self._in_start += drop
+        return frames

@@ -40,6 +40,7 @@ class TranscribeConfig:
     offset_threshold: float = 0.5
     min_note_ms: float = 30.0
     pedal: bool = True
+    note_ends: str = "pedal"  # pedal: sounding note ends | key: estimated key releases (+ CC64)
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,11 @@ def _parse_transcribe(source: str, t: Any) -> TranscribeConfig:
         kw["pedal"] = _expect(source, "transcribe.pedal", t["pedal"], bool, "true or false")
     if "model" in t:
         kw["model"] = _expect(source, "transcribe.model", t["model"], str, "a model name or .onnx path")
+    if "note_ends" in t:
+        v = _expect(source, "transcribe.note_ends", t["note_ends"], str, "pedal or key")
+        if v not in ("pedal", "key"):
+            raise PresetError(source, "transcribe.note_ends", f"{v!r} is not allowed; expected pedal or key")
+        kw["note_ends"] = v
     return TranscribeConfig(**kw)
 
 

@@ -36,3 +36,19 @@ def with_model(preset, model_path: str):
     if preset.separate is None:
         return preset
     return dataclasses.replace(preset, separate=dataclasses.replace(preset.separate, model=model_path))
+
+
+@pytest.fixture(scope="session")
+def tiny_transcriber(tmp_path_factory) -> str:
+    """Path of a tiny random-weight transcriber ONNX (16 kHz, hop 320, 1 s segments)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from dawsep.train.transcriber import PianoTranscriber, TranscriberConfig
+    from export.transcriber import export
+
+    torch.manual_seed(0)
+    cfg = TranscriberConfig(n_fft=1024, n_mels=32, conv1=4, conv2=4, d_model=16, rnn=8, rnn_aux=8)
+    model = PianoTranscriber(cfg).eval()
+    path = tmp_path_factory.mktemp("models") / "tiny-transcriber.onnx"
+    export(model, str(path), segment_samples=16000, rtf_seconds=None)
+    return str(path)

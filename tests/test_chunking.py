@@ -93,3 +93,50 @@ def test_bad_arguments():
     bad = OverlapAdd(lambda b: b, segment=100, overlap=10, channels=2, n_out=3)
     with pytest.raises(ValueError, match="model returned"):
         bad.push(np.zeros((2, 100), np.float32))
+
+
+# ------------------------------------------------------------------ overlap-discard (frames)
+from dawsep.chunking import OverlapDiscard  # noqa: E402
+
+HOP = 10
+
+
+def frame_energy_model(batch):
+    """Per-frame mean and energy, plus the segment's overall mean (context-dependent)."""
+    b, n = batch.shape
+    f = batch.reshape(b, n // HOP, HOP)
+    ctx = batch.mean(axis=1, keepdims=True)[:, :, None] * np.ones((1, n // HOP, 1), np.float32)
+    return np.concatenate([f.mean(-1, keepdims=True), (f ** 2).mean(-1, keepdims=True), ctx], axis=-1)
+
+
+@pytest.mark.parametrize("n", [0, 1, 9, 10, 11, 399, 400, 4321])
+def test_overlap_discard_frame_count_and_local_features(n):
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    eng = OverlapDiscard(frame_energy_model, segment=200, hop=HOP, context=3, dims=3)
+    out = [eng.push(x[i:i + 77]) for i in range(0, n, 77)] + [eng.flush()]
+    y = np.concatenate(out)
+    frames = -(-n // HOP)
+    assert y.shape == (frames, 3)
+    padded = np.pad(x, (0, frames * HOP - n)).reshape(frames, HOP)
+    np.testing.assert_allclose(y[:, 0], padded.mean(-1), atol=1e-6)  # frame-local features exact
+    np.testing.assert_allclose(y[:, 1], (padded ** 2).mean(-1), atol=1e-6)
+
+
+def test_overlap_discard_block_split_invariance_and_delay():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(5000).astype(np.float32)
+    eng = OverlapDiscard(frame_energy_model, segment=200, hop=HOP, context=4, dims=3)
+    whole = np.concatenate([eng.push(x), eng.flush()])
+    pushed = got = 0
+    parts = []
+    for n in rng.integers(1, 150, 200):
+        chunk = x[pushed:pushed + n]
+        if not len(chunk):
+            break
+        parts.append(eng.push(chunk))
+        pushed += len(chunk)
+        got += len(parts[-1])
+        assert pushed - got * HOP <= eng.max_delay
+    parts.append(eng.push(x[pushed:]))
+    parts.append(eng.flush())
+    np.testing.assert_array_equal(np.concatenate(parts), whole)

@@ -7,7 +7,7 @@ and music21 composers never appear in training or validation.
 
 Metric (DESIGN.md conventions): per stem and song, 10·log10(|s|²/|s − ŝ|²) on 1 s chunks,
 median over chunks whose reference is not silent, then median over songs
-(:func:`dawsep.train.train_separator.sdr_song`). It is the energy-ratio SDR of the MDX
+(:mod:`dawsep.metrics`). It is the energy-ratio SDR of the MDX
 challenges, chunked as museval does, without BSSEval's 512-tap distortion filter (which would
 forgive linear filtering and cost minutes per song on 2 cores); beside it the same metric for
 the mixture-as-estimate (floor) and the IRM oracle (masking upper bound) on the same audio.
@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from dawsep.metrics import sdr_stems, summarize
 from dawsep.train.data.score import STEMS
 
 
@@ -39,30 +40,22 @@ def test_songs(root: str, limit: int | None = None, seconds: float | None = None
     return out
 
 
-def _table(rows: list[list[float]]) -> dict:
-    from dawsep.train.train_separator import summarize
-
-    return summarize(rows)
-
-
 def baselines(songs, n_fft: int = 2048, hop: int = 1024, n_bins: int = 768) -> dict:
     """Mixture-as-estimate, ``mix / 5`` and the IRM oracle (with the model's STFT and cut-off)."""
-    from dawsep.train.train_separator import irm_oracle, sdr_song
+    from dawsep.train.train_separator import irm_oracle
 
     mix_rows, uni_rows, irm_rows = [], [], []
     for _, stems in songs:
         mix = stems.sum(0)
-        irm = irm_oracle(stems, n_fft, hop, n_bins)
-        mix_rows.append([sdr_song(stems[i], mix) for i in range(len(STEMS))])
-        uni_rows.append([sdr_song(stems[i], mix / len(STEMS)) for i in range(len(STEMS))])
-        irm_rows.append([sdr_song(stems[i], irm[i]) for i in range(len(STEMS))])
-    return {"mixture": _table(mix_rows), "uniform": _table(uni_rows), "irm": _table(irm_rows)}
+        mix_rows.append(sdr_stems(stems, np.broadcast_to(mix, stems.shape)))
+        uni_rows.append(sdr_stems(stems, np.broadcast_to(mix / len(stems), stems.shape)))
+        irm_rows.append(sdr_stems(stems, irm_oracle(stems, n_fft, hop, n_bins)))
+    return {"mixture": summarize(mix_rows), "uniform": summarize(uni_rows), "irm": summarize(irm_rows)}
 
 
 def evaluate_model(model_path: str, songs, threads: int = 2, overlap: float = 0.25) -> dict:
     """SDR table of one separator ONNX over ``songs``, plus its real-time factor on them."""
     from dawsep.separate import Separator
-    from dawsep.train.train_separator import sdr_song
 
     sep = Separator(model_path, threads=threads, overlap=overlap)
     order = [sep.stems.index(s) for s in STEMS]
@@ -73,8 +66,8 @@ def evaluate_model(model_path: str, songs, threads: int = 2, overlap: float = 0.
         est = sep.separate_array(mix)[order]
         wall += time.perf_counter() - t
         audio_s += mix.shape[1] / sep.sample_rate
-        rows.append([sdr_song(stems[i], est[i]) for i in range(len(STEMS))])
-    res = _table(rows)
+        rows.append(sdr_stems(stems, est))
+    res = summarize(rows)
     res.update(songs=len(rows), rtf=round(audio_s / wall, 2), threads=threads,
                bytes=os.path.getsize(sep.info.path), arch=sep.info.architecture.get("arch"))
     return res

@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dawsep.errors import DawsepError
+from dawsep.metrics import sdr_song, sdr_stems, summarize  # noqa: F401  (re-exported)
 from dawsep.train.data.score import SAMPLE_RATE, STEMS
 from dawsep.train.separators import ARCHS, MaskSeparator, build, n_params
 from dawsep.train.stft import ISTFT, STFT
@@ -78,32 +79,6 @@ def separation_loss(est: torch.Tensor, ref: torch.Tensor, stft: STFT, spec_weigh
     return loss, {"wave": float(wave.detach()), "spec": float(spec.detach())}
 
 
-def sdr_song(ref: np.ndarray, est: np.ndarray, sr: int = SAMPLE_RATE, eps: float = 1e-10) -> float:
-    """museval-style SDR of one stem of one song: ``ref, est [2, T]``; 10 log10(|s|^2/|s - s^|^2)
-    per 1 s chunk, median over chunks where the reference is not silent (NaN if none).
-
-    Plain energy ratio (no BSSEval distortion filter): cheap enough to run inside training, and
-    the number the issue's targets compare to the mixture floor and IRM oracle on the same audio.
-    """
-    n = ref.shape[-1] // sr
-    r = ref[..., : n * sr].reshape(ref.shape[0], n, sr).astype(np.float64)
-    e = est[..., : n * sr].reshape(est.shape[0], n, sr).astype(np.float64)
-    num = (r ** 2).sum(axis=(0, 2))
-    den = ((r - e) ** 2).sum(axis=(0, 2))
-    ok = num > eps * r.shape[0] * sr  # skip chunks whose reference is silent (below -100 dB)
-    if not ok.any():
-        return float("nan")
-    return float(np.median(10 * np.log10((num[ok] + eps) / (den[ok] + eps))))
-
-
-def summarize(per_song: list[list[float]], stems=STEMS) -> dict:
-    """Median over songs per stem, and their mean (the model-selection score)."""
-    arr = np.array(per_song, dtype=np.float64).reshape(-1, len(stems))
-    med = {s: (float(np.nanmedian(arr[:, i])) if np.isfinite(arr[:, i]).any() else float("nan"))
-           for i, s in enumerate(stems)}
-    return {"sdr": med, "mean": float(np.nanmean(list(med.values())))}
-
-
 def irm_oracle(stems: np.ndarray, n_fft: int, hop: int, n_bins: int) -> np.ndarray:
     """Ideal ratio mask (power, mixture phase) from the true stems, with the model's STFT and
     cut-off: the upper bound of a real-valued mask. ``stems [S, 2, T]`` -> ``[S, 2, T]``."""
@@ -145,21 +120,17 @@ def validate(model: MaskSeparator, valid, device, baseline: bool = False) -> dic
     ``baseline`` also the mixture-as-estimate floor and the IRM oracle on the same songs."""
     was_training = model.training
     model.eval()
-    rows, mix_rows, uni_rows, irm_rows = [], [], [], []
+    from dawsep.train.evaluate import baselines
+
+    rows = []
     for _, stems in valid:
-        mix = stems.sum(0)
-        est = model(torch.from_numpy(mix)[None].to(device))[0].cpu().numpy()
-        rows.append([sdr_song(stems[i], est[i]) for i in range(len(stems))])
-        if baseline:
-            mix_rows.append([sdr_song(stems[i], mix) for i in range(len(stems))])
-            uni_rows.append([sdr_song(stems[i], mix / len(stems)) for i in range(len(stems))])
-            irm = irm_oracle(stems, model.n_fft, model.hop, model.n_bins)
-            irm_rows.append([sdr_song(stems[i], irm[i]) for i in range(len(stems))])
+        est = model(torch.from_numpy(stems.sum(0))[None].to(device))[0].cpu().numpy()
+        rows.append(sdr_stems(stems, est))
     model.train(was_training)
     out = {"model": summarize(rows), "songs": len(rows)}
     if baseline:
         # "uniform" (mix / S) is where a mask model starts: beating it is the first real sign of learning.
-        out["mixture"], out["uniform"], out["irm"] = summarize(mix_rows), summarize(uni_rows), summarize(irm_rows)
+        out.update(baselines(valid, model.n_fft, model.hop, model.n_bins))
     return out
 
 

@@ -1,0 +1,171 @@
+"""Piano transcription runtime: the note decoder on hand-made posteriors (exact rules), MIDI/JSON/
+CSV/PNG writers, the chunked ONNX runtime on a tiny random model, and the batch job."""
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import mido
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dawsep.batch import SeparateJob, TranscribeJob, run_batch
+from dawsep.presets import load_preset
+from dawsep.transcribe import (DecodeOptions, NoteEvent, PedalEvent, Transcriber, Transcription, TranscriptionSink,
+                               decode, piano_roll_png)
+
+from conftest import with_model
+
+HOP_S = 0.02
+
+
+def post(frames=100):
+    z = np.zeros((frames, 88), np.float32)
+    return {"onset": z.copy(), "frame": z.copy(), "offset": z.copy(), "velocity": z.copy(),
+            "pedal": np.zeros((frames, 1), np.float32)}
+
+
+def note(p, key, a, b, vel=0.5, peak=0.9):
+    p["onset"][a, key] = peak
+    p["frame"][a:b, key] = 0.8
+    p["velocity"][a, key] = vel
+
+
+def test_single_note_times_pitch_velocity():
+    p = post()
+    note(p, 39, 10, 30, vel=0.5)  # key 39 = MIDI 60
+    notes, pedal = decode(p, HOP_S)
+    assert notes == [NoteEvent(60, 0.21, 0.6, 64, 0.9)] and pedal == []
+
+
+def test_restruck_key_gives_two_notes_and_unconfirmed_onset_none():
+    p = post()
+    note(p, 40, 10, 50)
+    p["onset"][25, 40] = 0.8  # struck again while held
+    p["onset"][70, 10] = 0.9  # an onset the frames do not confirm
+    notes, _ = decode(p, HOP_S)
+    assert [(n.pitch, n.start_s, n.end_s) for n in notes] == [(61, 0.21, 0.5), (61, 0.51, 1.0)]
+
+
+def test_min_length_offset_peak_and_thresholds():
+    p = post()
+    note(p, 20, 10, 11)  # one frame: 20 ms < 30 ms
+    note(p, 30, 20, 60)
+    p["offset"][40, 30] = 0.7  # an offset peak ends the note inside frame 40
+    notes, _ = decode(p, HOP_S)
+    assert [(n.pitch, n.start_s, n.end_s) for n in notes] == [(51, 0.41, 0.81)]
+    assert len(decode(p, HOP_S, DecodeOptions(min_note_ms=0))[0]) == 2
+    assert decode(p, HOP_S, DecodeOptions(onset_threshold=0.95))[0] == []
+
+
+def test_velocity_is_clamped_to_midi_range():
+    p = post()
+    note(p, 0, 5, 20, vel=0.0)
+    note(p, 87, 5, 20, vel=1.0)
+    assert [n.velocity for n in decode(p, HOP_S)[0]] == [1, 127]
+
+
+def test_pedal_and_key_release_note_ends():
+    p = post()
+    p["pedal"][20:60] = 0.9
+    note(p, 39, 10, 60)  # sounds until the pedal lifts at frame 60
+    notes, pedal = decode(p, HOP_S)
+    assert pedal == [PedalEvent(0.4, 1.2)] and notes[0].end_s == 1.2
+    key, _ = decode(p, HOP_S, DecodeOptions(note_ends="key"))
+    assert key[0].end_s == 0.4  # released when the pedal went down
+    assert decode(p, HOP_S, DecodeOptions(pedal=False))[1] == []
+    with pytest.raises(ValueError, match="note_ends"):
+        DecodeOptions(note_ends="both")
+
+
+def test_midi_file_structure_and_round_trip(tmp_path):
+    notes = [NoteEvent(60, 0.5, 1.0, 100), NoteEvent(60, 1.0, 1.5, 90), NoteEvent(64, 0.5, 2.0, 70)]
+    t = Transcription(notes, [PedalEvent(0.25, 1.75)], duration_s=2.0)
+    path = t.save(tmp_path / "piano.mid")
+    mid = mido.MidiFile(path)
+    assert mid.type == 1 and mid.ticks_per_beat == 480 and len(mid.tracks) == 2
+    assert any(m.type == "set_tempo" for m in mid.tracks[0])
+    names = [m.name for m in mid.tracks[1] if m.type == "track_name"]
+    assert names == ["Piano"] and any(m.type == "program_change" and m.program == 0 for m in mid.tracks[1])
+    got, t_abs, active = [], 0.0, {}
+    for m in mid:  # seconds, tempo applied
+        t_abs += m.time
+        if m.type == "note_on" and m.velocity:
+            active[m.note] = (t_abs, m.velocity)
+        elif m.type in ("note_off", "note_on"):
+            s, v = active.pop(m.note)
+            got.append((m.note, round(s, 3), round(t_abs, 3), v))
+    assert sorted(got) == sorted((n.pitch, n.start_s, n.end_s, n.velocity) for n in notes)
+    cc = [m.value for m in mid.tracks[1] if m.type == "control_change" and m.control == 64]
+    assert cc == [127, 0]
+
+
+def test_json_csv_png_writers(tmp_path):
+    t = Transcription([NoteEvent(21, 0.0, 0.5, 10), NoteEvent(108, 1.0, 3.0, 127)], [PedalEvent(0.1, 0.2)], 3.0)
+    d = json.loads(t.save(tmp_path / "n.json").read_text())
+    assert d["notes"][1]["pitch"] == 108 and d["pedal"][0]["end_s"] == 0.2
+    rows = t.save(tmp_path / "n.csv").read_text().splitlines()
+    assert rows[0] == "start_s,end_s,pitch,velocity,confidence" and rows[2].startswith("1.0000,3.0000,108,127")
+    png = t.save(tmp_path / "roll.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    w, h = struct.unpack(">II", png[16:24])
+    assert w == 150 and h == 88 * 4 + 8
+    idat = png[png.index(b"IDAT") + 4:png.index(b"IEND") - 8]
+    raw = zlib.decompress(idat)
+    assert len(raw) == h * (1 + 3 * w)
+    img = np.frombuffer(raw, np.uint8).reshape(h, 1 + 3 * w)[:, 1:].reshape(h, w, 3)
+    assert img[0, 60:100].min() < 100  # the top key (108) drawn from 1 s to 3 s
+    assert piano_roll_png([], [], 0.0)[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(Exception, match="unknown transcription format"):
+        t.save(tmp_path / "n.txt")
+
+
+# ------------------------------------------------------------------------------ ONNX runtime
+@pytest.fixture(scope="module")
+def trans(tiny_transcriber):
+    return Transcriber(tiny_transcriber, threads=1)
+
+
+def test_posteriors_shapes_and_ranges(trans):
+    for n in (1, 319, 320, 16000 * 2 + 7):
+        x = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 0.1
+        p = trans.posteriors(x, 16000)
+        frames = -(-n // 320)
+        assert p["onset"].shape == (frames, 88) and p["pedal"].shape == (frames, 1)
+        assert all(0 <= v.min() and v.max() <= 1 for v in p.values())
+
+
+def test_sink_blocks_and_rates_equal_whole(trans):
+    x = (np.random.default_rng(1).standard_normal((2, 44100 * 2)) * 0.1).astype(np.float32)
+    whole = TranscriptionSink(trans, 44100)
+    whole.push(x)
+    a = whole.finish()
+    blocks = TranscriptionSink(trans, 44100)
+    for i in range(0, x.shape[1], 777):
+        blocks.push(x[:, i:i + 777])
+    b = blocks.finish()
+    assert a.notes == b.notes and a.pedal == b.pedal and a.duration_s == 2.0
+    with pytest.raises(Exception, match="NaN"):
+        trans.posteriors(np.full(100, np.nan, np.float32))
+
+
+def test_transcribe_job_and_piano_preset_end_to_end(tmp_path, tiny_transcriber, tiny_separator):
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "a.wav", (np.random.default_rng(2).standard_normal((22050, 2)) * 0.1).astype(np.float32), 44100)
+    (src / "bad.wav").write_bytes(b"nope")
+    rep = run_batch(TranscribeJob(tiny_transcriber, extras=("png", "json")), src, tmp_path / "t", progress=False)
+    assert rep.done == ["a"] and [s for s, _ in rep.failed] == ["bad"]
+    assert sorted(p.name for p in (tmp_path / "t" / "a").iterdir()) == ["piano.json", "piano.mid", "piano.png"]
+    mido.MidiFile(tmp_path / "t" / "a" / "piano.mid")
+    preset = load_preset("piano")
+    preset = with_model(preset, tiny_separator)
+    import dataclasses
+    preset = dataclasses.replace(preset, transcribe=dataclasses.replace(preset.transcribe, model=tiny_transcriber))
+    rep = run_batch(SeparateJob(preset=preset), src / "a.wav", tmp_path / "s", progress=False)
+    assert rep.ok, rep.summary()
+    assert sorted(p.name for p in (tmp_path / "s" / "a").iterdir()) == ["piano.flac", "piano.mid"]
+    no_midi = run_batch(SeparateJob(preset=preset, transcribe=False), src / "a.wav", tmp_path / "s2", progress=False)
+    assert no_midi.ok and sorted(p.name for p in (tmp_path / "s2" / "a").iterdir()) == ["piano.flac"]
