@@ -158,14 +158,21 @@ def _curves(run_dir: str, every: int = 100) -> dict:
 
 
 def ship(run_dir: str, models_dir: str, name: str, file_name: str, data_root: str, command: str,
-         description: str = "", test_songs: int | None = None, threads: int = 2) -> dict:
+         description: str = "", test_songs: int | None = None, threads: int = 2, train_command: str = "",
+         full_band: bool = True) -> dict:
     """Export ``run_dir/best.pt`` into the package: ONNX (parity-checked), test-split SDR stamped
     into its metadata, a provenance JSON beside it, and the registry entry ``name``."""
     from dawsep import runtime
     from dawsep.train.evaluate import baselines, evaluate_model, test_songs as load_test
     from dawsep.train.train_separator import model_from_checkpoint
 
+    from dawsep.train.separators import build
+
     model, ck = model_from_checkpoint(os.path.join(run_dir, "best.pt"))
+    if full_band != model.full_band:  # same weights, output above the cut-off kept or not
+        other = build(dict(model.config(), full_band=full_band))
+        other.load_state_dict(model.state_dict())
+        model = other.eval()
     out = os.path.join(models_dir, file_name)
     figures = export_model(model, out, ck, threads=threads)
     songs = load_test(data_root, limit=test_songs)
@@ -181,7 +188,7 @@ def ship(run_dir: str, models_dir: str, name: str, file_name: str, data_root: st
     provenance = {
         "model": file_name, "sha256": sha, "bytes": os.path.getsize(out), "kind": "separator",
         "architecture": model.config(), "params": metrics["params"],
-        "command": command, "train_config": ck.get("train_config"), "corpus": ck.get("corpus"),
+        "ship_command": command, "train_command": train_command, "train_config": ck.get("train_config"), "corpus": ck.get("corpus"),
         "steps_trained": last.get("step"), "best_step": ck.get("step"),
         "metrics": metrics, "curves": _curves(run_dir),
         "held_out": "test split: MuseScore General soundfonts and the reserved music21 composers, "

@@ -155,8 +155,11 @@ def separator_export(ckpt, out, segment_seconds, no_bench) -> None:
 @click.option("--description", default="", help="One line for `dawsep models list`.")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), default=DEFAULT_DATA, show_default=True)
 @click.option("--test-songs", type=int, default=None, help="Evaluate on this many test songs (default: all).")
+@click.option("--train-command", default="", help="The training command(s), recorded in the provenance JSON.")
+@click.option("--full-band/--no-full-band", default=True, show_default=True,
+              help="Keep the bins above the model's cut-off (the top bin's masks extended).")
 @_errors
-def separator_ship(run_dir, name, file_name, description, data, test_songs) -> None:
+def separator_ship(run_dir, name, file_name, description, data, test_songs, train_command, full_band) -> None:
     """Export best.pt into dawsep/models/ with test-split SDR, provenance JSON and registry entry."""
     import shlex
     import sys
@@ -165,7 +168,8 @@ def separator_ship(run_dir, name, file_name, description, data, test_songs) -> N
 
     ship = export_module("separator").ship
     res = ship(run_dir, str(runtime.MODELS_DIR), name, file_name, data, " ".join(map(shlex.quote, sys.argv)),
-               description=description, test_songs=test_songs)
+               description=description, test_songs=test_songs, train_command=train_command,
+               full_band=full_band)
     click.echo(json.dumps(res, indent=1))
 
 

@@ -14,7 +14,11 @@ Both architectures share one front/back end (:class:`MaskSeparator`):
    and frame (Spleeter/Open-Unmix style: bounded, summing to 1, mixture phase). It cannot beat
    the IRM but learns much faster from scratch, which matters on a CPU budget (measured: see
    ``docs/BENCHMARKS.md``).
-5. Mixture consistency (``consistent=True``, complex masks): the masks are projected to sum to 1 over stems
+5. ``full_band=True`` (set when exporting a trained model) keeps the bins above the cut-off
+   instead of zeroing them: each stem gets the mask of the highest modelled bin there, so
+   cymbals keep their air and, with masks summing to one, the stems sum to the whole mixture.
+   The weights are the same; only the output above the cut-off changes.
+6. Mixture consistency (``consistent=True``, complex masks): the masks are projected to sum to 1 over stems
    (``m - mean(m) + 1/S``), so the stems sum to the mixture below the cut-off by construction.
    Without it, L1 training first drives the hard stems (guitar, other, drums) to silence, the
    median-seeking safe bet: measured at step 750, SDR fell *below* the ``mix/5`` starting point.
@@ -46,7 +50,7 @@ class MaskSeparator(nn.Module):
     arch = "base"
 
     def __init__(self, n_fft: int = 2048, hop: int = 1024, n_bins: int = 768, n_stems: int = len(STEMS),
-                 compress: float = 0.3, consistent: bool = True, mask: str = "complex"):
+                 compress: float = 0.3, consistent: bool = True, mask: str = "complex", full_band: bool = False):
         super().__init__()
         if mask not in MASK_PARTS:
             raise ValueError(f"mask {mask!r}: allowed {sorted(MASK_PARTS)}")
@@ -57,11 +61,13 @@ class MaskSeparator(nn.Module):
         self.register_buffer("unit_mask", torch.tensor([1.0 / n_stems, 0.0]).view(1, 1, 1, 2, 1, 1), persistent=False)
         self.sample_rate = SAMPLE_RATE
         self.stems = tuple(STEMS[:n_stems])
-        self.stft = STFT(n_fft, hop, n_bins)
-        self.istft = ISTFT(n_fft, hop, n_bins)
+        self.full_band = full_band
+        out_bins = n_fft // 2 + 1 if full_band else n_bins
+        self.stft = STFT(n_fft, hop, out_bins)
+        self.istft = ISTFT(n_fft, hop, out_bins)
         self.frame_multiple = 1
         self._config = {"n_fft": n_fft, "hop": hop, "n_bins": n_bins, "n_stems": n_stems, "compress": compress,
-                        "consistent": consistent, "mask": mask}
+                        "consistent": consistent, "mask": mask, "full_band": full_band}
 
     def config(self) -> dict:
         """JSON-able constructor arguments (checkpoints store it, :func:`build` inverts it)."""
@@ -83,9 +89,18 @@ class MaskSeparator(nn.Module):
             if self.mask == "complex":
                 head.bias.view(self.n_stems, 2, 2, -1)[:, :, 0] = 1.0 / self.n_stems
 
+    def _extend(self, m: torch.Tensor) -> torch.Tensor:
+        """Masks ``[..., n_bins, N]`` -> ``[..., all bins, N]``, the top bin's mask repeated above."""
+        if not self.full_band:
+            return m
+        top = m[..., -1:, :]
+        above = top.expand(*top.shape[:-2], self.n_fft // 2 + 1 - self.n_bins, top.shape[-1])
+        return torch.cat([m, above], dim=-2)
+
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         """``mix [B, 2, T]`` -> ``stems [B, n_stems, 2, T]``."""
-        X = self.stft(mix)  # [B, 2, 2, F, N]
+        X_out = self.stft(mix)  # [B, 2, 2, F(+above the cut-off), N]
+        X = X_out[..., :self.n_bins, :]
         n_frames = X.shape[-1]
         rms = mix.pow(2).mean(dim=(1, 2)).add(1e-10).sqrt().view(-1, 1, 1, 1, 1)
         Xn = X / rms
@@ -96,13 +111,13 @@ class MaskSeparator(nn.Module):
         m = self.trunk(h)[:, :, :n_frames]  # [B, S*parts, N, F]
         if self.mask == "softmax":
             m = torch.softmax(m.reshape(X.shape[0], self.n_stems, 2, n_frames, self.n_bins), dim=1)
-            Y = m.transpose(-1, -2)[:, :, :, None] * X[:, None]  # [B, S, 2, 2, F, N]
+            Y = self._extend(m.transpose(-1, -2))[:, :, :, None] * X_out[:, None]  # [B, S, 2, 2, F, N]
             return self.istft(Y, mix.shape[-1])
         m = m.reshape(X.shape[0], self.n_stems, 2, 2, n_frames, self.n_bins).transpose(-1, -2)
         if self.consistent:
             m = m - m.mean(1, keepdim=True) + self.unit_mask
-        mr, mi = m[:, :, :, 0], m[:, :, :, 1]  # [B, S, 2, F, N]
-        xr, xi = X[:, None, :, 0], X[:, None, :, 1]  # [B, 1, 2, F, N]
+        mr, mi = self._extend(m[:, :, :, 0]), self._extend(m[:, :, :, 1])  # [B, S, 2, F, N]
+        xr, xi = X_out[:, None, :, 0], X_out[:, None, :, 1]  # [B, 1, 2, F, N]
         Y = torch.stack([mr * xr - mi * xi, mr * xi + mi * xr], dim=3)  # [B, S, 2, 2, F, N]
         return self.istft(Y, mix.shape[-1])
 

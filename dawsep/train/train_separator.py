@@ -207,6 +207,9 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
         opt.load_state_dict(ck["optimizer"])
         step, best, baseline = int(ck["step"]), ck.get("best"), ck.get("baseline")
         torch.set_rng_state(ck["rng"]["torch"])
+        from dawsep.train.train_transcriber import _truncate_log
+
+        _truncate_log(log_path, step)  # lines after the checkpoint are redone, not duplicated
         log(f"resumed from {last_path} at step {step}")
     corpus = _corpus_info(cfg.data)
 

@@ -125,6 +125,22 @@ def test_mixture_consistency(arch):
     assert (y.sum(1) - below).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("arch", ARCH_MASKS)
+def test_full_band_keeps_everything_above_the_cut_off(arch):
+    """Same weights, full_band: the same stems for content under the cut-off, and the stems sum
+    to the whole mixture (white noise, most of it above the tiny model's 11 kHz cut-off)."""
+    m = randomize(tiny(arch))
+    full = build(dict(m.config(), full_band=True)).eval()
+    full.load_state_dict(m.state_dict())
+    t = torch.arange(4000) / 44100
+    tone = (0.3 * torch.sin(2 * torch.pi * 1000 * t)).repeat(1, 2, 1)
+    x = torch.randn(1, 2, 4000) * 0.3
+    with torch.no_grad():
+        assert (full(tone) - m(tone))[..., 600:-600].abs().max() <= 1e-4  # edges are broadband clicks
+        yf = full(x)
+    assert (yf.sum(1) - x).abs().max() <= 1e-4  # masks sum to one (softmax, or the consistent projection)
+
+
 @pytest.mark.parametrize("arch", ["unet", "tfctdf"])
 def test_forward_is_pure(arch):
     m = randomize(tiny(arch))
@@ -221,6 +237,10 @@ def test_sdr_conventions():
 def test_onnx_export_parity_and_metadata(tmp_path, arch):
     m = randomize(tiny(arch))
     out = str(tmp_path / f"{arch}.onnx")
+    if arch.startswith("unet"):  # also the full-band graph (what shipping exports)
+        m2 = build(dict(m.config(), full_band=True))
+        m2.load_state_dict(m.state_dict())
+        m = m2.eval()
     fig = export_model(m, out, segment_seconds=1.0, bench=False)
     assert fig["onnx_parity_max_abs"] <= 1e-4
     meta = {p.key: p.value for p in onnx.load(out).metadata_props}
