@@ -188,6 +188,7 @@ class Model:
 def load(model: str | os.PathLike, kind: str, threads: int | None = None) -> Model:
     """Load a packaged model by name, or a user's ``.onnx``, checking it is a ``kind`` model."""
     path, name, sha = resolve(model, kind)
+    sha = sha or file_sha256(path)  # user files too: the manifest records exactly what ran
     sess = _session(str(path), threads or default_threads())
     info = _info_from_session(sess, str(path), name, sha)
     if info.kind != kind:

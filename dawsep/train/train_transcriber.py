@@ -91,27 +91,18 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 def decode_notes(onset: np.ndarray, frame: np.ndarray, velocity: np.ndarray | None = None,
                  onset_threshold: float = 0.5, frame_threshold: float = 0.3) -> np.ndarray:
-    """Notes ``(N, 4)`` = onset frame, end frame (exclusive), key, velocity 0-1, from ``(F, 88)`` posteriors.
+    """Notes ``(N, 4)`` = onset frame, end frame (exclusive), key, velocity 0-1, from ``(F, 88)`` posteriors,
+    by the runtime decoder (:func:`dawsep.transcribe.decode`), so validation scores what ships.
+    Pedal and offsets are left out here, and no minimum length, to see the raw onset quality."""
+    from dawsep.transcribe import DecodeOptions, decode
 
-    For validation only (the runtime decoder is ``dawsep/transcribe.py``): an onset is a local
-    maximum of the onset posterior above ``onset_threshold`` confirmed by the frame posterior at
-    that frame or the next; the note lasts while ``frame >= frame_threshold``, at most until the
-    next onset of the same key.
-    """
-    z = np.zeros((1, onset.shape[1]), onset.dtype)
-    prev, nxt = np.vstack([z, onset[:-1]]), np.vstack([onset[1:], z])
-    on = frame >= frame_threshold
-    peaks = (onset >= onset_threshold) & (onset >= prev) & (onset > nxt) & (on | np.vstack([on[1:], z > 0]))
-    notes = []
-    n = len(onset)
-    for k in range(onset.shape[1]):
-        starts = np.flatnonzero(peaks[:, k])
-        for i, t in enumerate(starts):
-            stop = starts[i + 1] if i + 1 < len(starts) else n
-            off = np.flatnonzero(~on[t + 1: stop, k])
-            end = t + 1 + (off[0] if len(off) else stop - t - 1)
-            notes.append((t, end, k, velocity[t, k] if velocity is not None else 0.0))
-    return np.array(notes, np.float64).reshape(-1, 4)
+    post = {"onset": onset, "frame": frame}
+    if velocity is not None:
+        post["velocity"] = velocity
+    opts = DecodeOptions(onset_threshold=onset_threshold, frame_threshold=frame_threshold, min_note_ms=0, pedal=False)
+    notes, _ = decode(post, 1.0, opts, min_pitch=0)  # hop 1 "second": times are frame indices (+0.5)
+    return np.array([(n.start_s - 0.5, n.end_s, n.pitch, n.velocity / 127.0) for n in notes],
+                    np.float64).reshape(-1, 4)
 
 
 def _match(ref: np.ndarray, est: np.ndarray, tol: float) -> int:
