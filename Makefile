@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= test,train
+EXTRAS ?= test,train,dist
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma  := ,
 JOBS   ?= 2
@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml
 install: sysdeps $(STAMP)
 
 demo: install
-	$(BIN)/dawsep render demo/demo_song.flac -o demo-out --preset piano
-	@echo "demo: outputs in demo-out/ (see demo-out/manifest.json)"
+	$(BIN)/dawsep separate demo/demo_song.flac -o demo-out/stems
+	$(BIN)/dawsep separate demo/demo_song.flac -o demo-out/piano --preset piano
+	$(BIN)/python scripts/demo_score.py demo-out/stems/demo_song demo/demo_song.reference
+	@echo "demo: stems in demo-out/stems/demo_song/, the piano preset's output in demo-out/piano/demo_song/"
 
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -51,8 +51,15 @@ def main() -> None:
 
 
 def _batch_options(f):
-    f = click.option("--jobs", "-j", type=click.IntRange(1, 256), default=1, show_default=True,
-                     help="Songs processed in parallel (worker processes).")(f)
+    f = click.option("--address", metavar="ADDR", default=None,
+                     help="With --engine ray: the cluster to join, e.g. 10.0.0.1:6379 "
+                          "(default: $RAY_ADDRESS, else a local Ray started for this run).")(f)
+    f = click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="local: worker processes on this machine; ray: a Ray cluster "
+                          "(pip install 'dawsep[dist]'; see docs/scale-out.md).")(f)
+    f = click.option("--jobs", "-j", type=click.IntRange(1, 4096), default=None,
+                     help="Songs processed in parallel: worker processes [default: 1], or Ray "
+                          "workers with --engine ray [default: one per CPU of the cluster].")(f)
     f = click.option("--force", is_flag=True, help="Redo songs already done in OUT.")(f)
     f = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")(f)
     f = click.option("--downmix", is_flag=True, help="Mix files with more than two channels down to stereo.")(f)
@@ -63,6 +70,13 @@ def _batch_options(f):
     f = click.option("--output", "-o", "out_dir", required=True, type=click.Path(file_okay=False),
                      help="Output folder: OUT/<song>/<stem>.<ext>, manifest.json, and a ledger for resuming.")(f)
     return f
+
+
+def _engine_args(engine: str, address: str | None) -> dict:
+    """run_batch's engine arguments from the command line."""
+    if address and engine != "ray":
+        raise click.UsageError("--address needs --engine ray")
+    return {"engine": engine, "address": address}
 
 
 def _output_options(preset, fmt: str | None, bit_depth: str | None):
@@ -93,7 +107,7 @@ def _finish(report) -> None:
 @click.option("--preset", "-p", required=True, help="Preset name (see `dawsep presets list`) or path to a .toml.")
 @click.option("--keep-tail", is_flag=True, help="Append the effect tail (reverb/delay) after the end of each file.")
 @_batch_options
-def render(input_path, preset, keep_tail, out_dir, fmt, bit_depth, downmix, jobs, force, quiet):
+def render(input_path, preset, keep_tail, out_dir, fmt, bit_depth, downmix, jobs, force, quiet, engine, address):
     """Render every audio file under IN through a preset's effect chain.
 
     Useful on stems you already have: each file becomes OUT/<relative path>/<stem>.<ext>,
@@ -105,7 +119,8 @@ def render(input_path, preset, keep_tail, out_dir, fmt, bit_depth, downmix, jobs
     p = load_preset(preset)
     p.build_chain()  # fail fast on a bad plugin before touching any song
     job = RenderJob(p, _output_options(p, fmt, bit_depth), downmix=downmix, keep_tail=keep_tail)
-    _finish(run_batch(job, input_path, out_dir, jobs=jobs, force=force, progress=not quiet))
+    _finish(run_batch(job, input_path, out_dir, jobs=jobs, force=force, progress=not quiet,
+                      **_engine_args(engine, address)))
 
 
 @main.command()
@@ -125,7 +140,7 @@ def render(input_path, preset, keep_tail, out_dir, fmt, bit_depth, downmix, jobs
 @click.option("--keep-tail", is_flag=True, help="With --preset: append the chain's effect tail.")
 @_batch_options
 def separate(input_path, preset, stems, two_stems, model, overlap, segment_seconds, keep_tail, out_dir, fmt,
-             bit_depth, downmix, jobs, force, quiet):
+             bit_depth, downmix, jobs, force, quiet, engine, address):
     """Separate every song under SONGS into stems: OUT/<song>/<stem>.<ext>.
 
     Stems are aligned with the input, the same length and sample rate, and sum back to the
@@ -144,7 +159,8 @@ def separate(input_path, preset, stems, two_stems, model, overlap, segment_secon
                       output=_output_options(p, fmt, bit_depth), overlap=overlap, segment_seconds=segment_seconds,
                       downmix=downmix, keep_tail=keep_tail)
     job.setup(1)  # fail fast: model, stems and chain are checked before any song
-    _finish(run_batch(job, input_path, out_dir, jobs=jobs, force=force, progress=not quiet))
+    _finish(run_batch(job, input_path, out_dir, jobs=jobs, force=force, progress=not quiet,
+                      **_engine_args(engine, address)))
 
 
 @main.group()
