@@ -43,6 +43,7 @@ def main() -> None:
       dawsep separate songs/ -o stems/                 # every stem of every song
       dawsep separate song.mp3 -o out/ --stems piano,bass --format wav
       dawsep separate songs/ -o out/ --preset piano    # piano stem through the piano chain
+      dawsep transcribe piano.flac -o midi/ --plot      # piano.mid + piano roll
       dawsep render stems/ -o out/ --preset bass --jobs 2
       dawsep presets list
       dawsep models list
@@ -138,9 +139,11 @@ def render(input_path, preset, keep_tail, out_dir, fmt, bit_depth, downmix, jobs
 @click.option("--segment-seconds", type=click.FloatRange(1.0, 120.0), default=None,
               help="Chunk length (default: the model's).")
 @click.option("--keep-tail", is_flag=True, help="With --preset: append the chain's effect tail.")
+@click.option("--no-midi", is_flag=True, help="With a preset that transcribes (piano): skip the MIDI file.")
+@click.option("--plot", is_flag=True, help="With a preset that transcribes: also a piano-roll PNG.")
 @_batch_options
-def separate(input_path, preset, stems, two_stems, model, overlap, segment_seconds, keep_tail, out_dir, fmt,
-             bit_depth, downmix, jobs, force, quiet, engine, address):
+def separate(input_path, preset, stems, two_stems, model, overlap, segment_seconds, keep_tail, no_midi, plot,
+             out_dir, fmt, bit_depth, downmix, jobs, force, quiet, engine, address):
     """Separate every song under SONGS into stems: OUT/<song>/<stem>.<ext>.
 
     Stems are aligned with the input, the same length and sample rate, and sum back to the
@@ -157,8 +160,68 @@ def separate(input_path, preset, stems, two_stems, model, overlap, segment_secon
         raise click.UsageError("--two-stems cannot be combined with --stems or --preset")
     job = SeparateJob(model=model or "default", stems=wanted, preset=p, two_stems=two_stems,
                       output=_output_options(p, fmt, bit_depth), overlap=overlap, segment_seconds=segment_seconds,
-                      downmix=downmix, keep_tail=keep_tail)
+                      downmix=downmix, keep_tail=keep_tail, transcribe=not no_midi,
+                      extras=("png",) if plot else ())
     job.setup(1)  # fail fast: model, stems and chain are checked before any song
+    _finish(run_batch(job, input_path, out_dir, jobs=jobs, force=force, progress=not quiet,
+                      **_engine_args(engine, address)))
+
+
+@main.command()
+@click.argument("input_path", metavar="IN", type=click.Path(exists=True))
+@click.option("--model", "-m", default="default", show_default=True,
+              help="Transcriber: packaged name or path to an .onnx file.")
+@click.option("--preset", "-p", default=None, help="Take the thresholds from a preset's [transcribe] section.")
+@click.option("--onset-threshold", type=click.FloatRange(0, 1), default=None, help="Onset posterior peak [0.5].")
+@click.option("--frame-threshold", type=click.FloatRange(0, 1), default=None, help="Frame posterior to hold a note [0.3].")
+@click.option("--offset-threshold", type=click.FloatRange(0, 1), default=None, help="Offset peak that ends a note [0.5].")
+@click.option("--min-note-ms", type=click.FloatRange(0, 10000), default=None, help="Drop shorter notes [30].")
+@click.option("--no-pedal", is_flag=True, help="Ignore the sustain pedal (no CC64).")
+@click.option("--note-ends", type=click.Choice(["pedal", "key"]), default=None,
+              help="pedal: notes end when they stop sounding [default]; key: at the estimated key release, "
+                   "the pedal (CC64) sustaining them.")
+@click.option("--plot", is_flag=True, help="Also write a piano-roll PNG.")
+@click.option("--notes", "note_list", type=click.Choice(["json", "csv"]), multiple=True,
+              help="Also write the note list (repeatable).")
+@click.option("--jobs", "-j", type=click.IntRange(1, 4096), default=None, help="Files processed in parallel [1].")
+@click.option("--force", is_flag=True, help="Redo files already done in OUT.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--downmix", is_flag=True, help="Accept files with more than two channels (mixed down).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local worker processes, or a Ray cluster (see docs/scale-out.md).")
+@click.option("--address", metavar="ADDR", default=None, help="With --engine ray: the cluster to join.")
+@click.option("--output", "-o", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder: OUT/<file>/piano.mid (+ .png/.json/.csv), manifest.json, ledger.")
+def transcribe(input_path, model, preset, onset_threshold, frame_threshold, offset_threshold, min_note_ms, no_pedal,
+               note_ends, plot, note_list, jobs, force, quiet, downmix, engine, address, out_dir):
+    """Transcribe piano recordings or separated piano stems to MIDI: OUT/<file>/piano.mid.
+
+    MIDI type 1 at 480 ticks per beat (tempo 120 bpm, so beats are half-seconds), a named piano
+    track on program 0, velocities 1-127 and the sustain pedal as CC64. For a piano inside a
+    full mix, use `dawsep separate --preset piano`, which separates it first.
+    """
+    from dataclasses import replace
+
+    from dawsep.batch import TranscribeJob, run_batch
+    from dawsep.presets import TranscribeConfig, load_preset
+    from dawsep.transcribe import options_from_preset
+
+    base = TranscribeConfig()
+    if preset:
+        p = load_preset(preset)
+        if p.transcribe is None:
+            raise click.BadParameter(f"preset {p.name!r} has no [transcribe] section", param_hint="--preset")
+        base = p.transcribe
+        if model == "default":
+            model = base.model
+    given = {"onset_threshold": onset_threshold, "frame_threshold": frame_threshold,
+             "offset_threshold": offset_threshold, "min_note_ms": min_note_ms, "note_ends": note_ends}
+    cfg = replace(base, **{k: v for k, v in given.items() if v is not None})
+    if no_pedal:
+        cfg = replace(cfg, pedal=False)
+    extras = (("png",) if plot else ()) + tuple(dict.fromkeys(note_list))
+    job = TranscribeJob(model, options_from_preset(cfg), extras=extras, downmix=downmix)
+    job.setup(1)  # fail fast on a missing or wrong model
     _finish(run_batch(job, input_path, out_dir, jobs=jobs, force=force, progress=not quiet,
                       **_engine_args(engine, address)))
 

@@ -169,3 +169,25 @@ def test_transcribe_job_and_piano_preset_end_to_end(tmp_path, tiny_transcriber, 
     assert sorted(p.name for p in (tmp_path / "s" / "a").iterdir()) == ["piano.flac", "piano.mid"]
     no_midi = run_batch(SeparateJob(preset=preset, transcribe=False), src / "a.wav", tmp_path / "s2", progress=False)
     assert no_midi.ok and sorted(p.name for p in (tmp_path / "s2" / "a").iterdir()) == ["piano.flac"]
+
+
+def test_cli_transcribe(tmp_path, tiny_transcriber):
+    from click.testing import CliRunner
+
+    from dawsep.cli import main
+
+    src = tmp_path / "take.flac"
+    sf.write(src, (np.random.default_rng(3).standard_normal(16000) * 0.1).astype(np.float32), 16000)
+    runner = CliRunner()
+    res = runner.invoke(main, ["transcribe", str(src), "-o", str(tmp_path / "o"), "-m", tiny_transcriber, "--plot",
+                               "--notes", "csv", "--min-note-ms", "50", "--note-ends", "key", "-q"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "o" / "take").iterdir()) == ["piano.csv", "piano.mid", "piano.png"]
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["songs"][0]["models"][0]["kind"] == "transcriber"
+    res = runner.invoke(main, ["transcribe", str(src), "-o", str(tmp_path / "o2"), "-m", str(tmp_path / "nope.onnx")])
+    assert res.exit_code == 6 and "not found" in res.output
+    res = runner.invoke(main, ["transcribe", str(src), "-o", str(tmp_path / "o3"), "-p", "bass", "-m", tiny_transcriber])
+    assert res.exit_code == 2 and "no [transcribe] section" in res.output
+    res = runner.invoke(main, ["transcribe", str(src), "-o", str(tmp_path / "o3"), "--onset-threshold", "2"])
+    assert res.exit_code == 2
