@@ -540,7 +540,7 @@ class RenderJob:
             out.emit(chain.flush(rate, tail=self.keep_tail))
             out.finish()
         return _song_record(song, src, [name], preset=_preset_record(self.preset), chain=chain.descriptions,
-                            models=[m.info.describe() for m in _chain_models(chain)])
+                            models=[st.info.describe() for st in chain.model_steps if hasattr(st, "info")])
 
 
 def _fingerprint(settings: dict) -> str:
@@ -559,11 +559,6 @@ def _model_hashes(preset) -> list[str]:
         path, _, sha = runtime.resolve(preset.separate.model, "separator")
         out.append(sha or runtime.file_sha256(path))
     return out
-
-
-def _chain_models(chain) -> list:
-    return [getattr(s.step, "separator").model for s in chain._stages
-            if hasattr(getattr(s, "step", None), "separator")]
 
 
 @dataclass

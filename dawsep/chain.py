@@ -491,6 +491,11 @@ class Chain:
         return sum(s.latency_samples for s in self._stages)
 
     @property
+    def model_steps(self) -> list:
+        """The chain's model steps (ONNX-backed ones expose ``info``, a ``runtime.ModelInfo``)."""
+        return [s.step for s in self._stages if isinstance(s, _ModelStage)]
+
+    @property
     def model_sample_rates(self) -> set[int]:
         return {int(s.step.sample_rate) for s in self._stages
                 if isinstance(s, _ModelStage) and s.step.sample_rate}

@@ -125,6 +125,7 @@ class SeparatorStep:
                  segment_seconds: float | None = None, separator: Separator | None = None):
         self.separator = separator or Separator(model, overlap=overlap, segment_seconds=segment_seconds)
         self.index = self.separator.stem_index(stem)
+        self.info = self.separator.info
         self.stem = stem
         self.name = f"separate:{stem}"
         self.sample_rate = self.separator.sample_rate

@@ -204,6 +204,8 @@ def test_preset_stem_through_its_chain_equals_render(tmp_path, tiny_separator):
     assert a.shape == b.shape == raw.T.shape
     np.testing.assert_allclose(a, b, atol=1e-5)
     assert np.max(np.abs(a - raw.T)) > 1e-3  # the chain did something
+    rendered = json.loads((tmp_path / "ren" / "manifest.json").read_text())["songs"][0]
+    assert [m["kind"] for m in rendered["models"]] == ["separator"] and len(rendered["models"][0]["sha256"]) == 64
 
 
 def test_cli_separate(tmp_path, tiny_separator):
