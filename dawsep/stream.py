@@ -1,0 +1,181 @@
+"""Block processors for DAW hosts: any block size, a fixed declared latency, ``reset()``.
+
+A host calls ``process(block)`` with ``(channels, n)`` audio at its own rate and gets ``n``
+samples back, equal to dawsep's offline result delayed by exactly ``latency_samples``.
+
+How: every stage dawsep streams through is *aligned but withholding*: the resampler
+(:class:`dawsep.audio.Resampler`), the chunking engine (:class:`dawsep.chunking.OverlapAdd`) and a
+chain with its own delay trimmed all emit, concatenated, exactly the offline output, only some of
+it later than the input arrives. Their hold-back is bounded, so a FIFO primed with that bound's
+worth of silence turns the pipeline into a fixed delay. No second implementation of the
+separation exists for streaming: it is the offline engine, driven block by block.
+
+Memory does not grow with the length of a stream: every buffer is bounded by one model chunk
+plus one block.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from dawsep.errors import PluginError
+
+
+class _Fifo:
+    """Fixed-delay output queue: starts with ``delay`` zeros, then whatever is pushed."""
+
+    def __init__(self, rows: int, delay: int):
+        self.rows, self.delay = rows, delay
+        self.reset()
+
+    def reset(self) -> None:
+        self._buf = np.zeros((self.rows, self.delay), np.float32)
+
+    def push_pop(self, y: np.ndarray, n: int) -> np.ndarray:
+        if y.shape[1]:
+            self._buf = np.concatenate([self._buf, y], axis=1)
+        if self._buf.shape[1] < n:  # cannot happen if the declared latency bound holds
+            raise PluginError(f"stream underrun: {self._buf.shape[1]} samples ready, {n} requested")
+        out, self._buf = self._buf[:, :n], self._buf[:, n:]
+        return out
+
+
+def _resampler_lag(from_rate: int, to_rate: int) -> int:
+    """Most output samples a :class:`~dawsep.audio.Resampler` holds back (filter half-length)."""
+    if from_rate == to_rate:
+        return 0
+    from dawsep.audio import Resampler
+
+    r = Resampler(from_rate, to_rate, 1)
+    return int(math.ceil((r._half + 1) * to_rate / from_rate)) + 2
+
+
+def _stereo(block) -> tuple[np.ndarray, int]:
+    x = np.asarray(block, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or x.shape[0] not in (1, 2):
+        raise PluginError(f"expected a (channels, samples) block with 1 or 2 channels, got {np.shape(block)}")
+    return (np.repeat(x, 2, axis=0) if x.shape[0] == 1 else x), x.shape[0]
+
+
+class _Pipeline:
+    """host rate -> [resample] -> ``inner`` (aligned, withholding) -> [resample] -> host rate -> FIFO."""
+
+    def __init__(self, inner, rows: int, host_rate: int, model_rate: int, inner_hold: int, max_block_size: int):
+        from dawsep.audio import Resampler
+
+        self.inner, self.rows, self.max_block_size = inner, rows, int(max_block_size)
+        self.host_rate, self.model_rate = int(host_rate), int(model_rate)
+        same = self.host_rate == self.model_rate
+        self.rs_in = None if same else Resampler(self.host_rate, self.model_rate, 2)
+        self.rs_out = None if same else Resampler(self.model_rate, self.host_rate, rows)
+        lag_in = 0 if same else _resampler_lag(self.host_rate, self.model_rate)
+        lag_out = 0 if same else _resampler_lag(self.model_rate, self.host_rate)
+        # worst-case hold-back, converted to host samples (rounded up, plus resampling rounding)
+        self.latency = (int(math.ceil((lag_in + inner_hold) * self.host_rate / self.model_rate)) + lag_out
+                        + (0 if same else 2))
+        self.fifo = _Fifo(rows, self.latency)
+
+    def reset(self) -> None:
+        for r in (self.rs_in, self.rs_out):
+            if r is not None:
+                r.reset()
+        self.fifo.reset()
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[1]
+        if n > self.max_block_size:
+            raise PluginError(f"block of {n} samples exceeds max_block_size {self.max_block_size}")
+        if self.rs_in is not None:
+            x = self.rs_in.process(x)
+        y = self.inner(x)  # (rows, m)
+        if self.rs_out is not None:
+            y = self.rs_out.process(y)
+        return self.fifo.push_pop(y, n)
+
+
+class StreamingSeparator:
+    """A separator as a block processor: ``process((channels, n)) -> (n_stems, channels, n)``.
+
+    ``sample_rate`` is the host's (default: the model's); other rates are resampled in and out.
+    ``segment_seconds`` sets the model chunk and with it the latency (about one chunk): short
+    chunks for live use, the model's default for the best quality.
+    """
+
+    def __init__(self, model="default", max_block_size: int = 8192, *, sample_rate: int | None = None,
+                 segment_seconds: float | None = None, overlap: float = 0.25, threads: int = 1, separator=None):
+        from dawsep.separate import Separator
+
+        self.separator = separator or Separator(model, segment_seconds=segment_seconds, overlap=overlap,
+                                                threads=threads)
+        self.stems = self.separator.stems
+        self.sample_rate = int(sample_rate or self.separator.sample_rate)
+        self._engine = self.separator.stream()
+        s = len(self.stems)
+
+        def inner(x: np.ndarray) -> np.ndarray:
+            y = self._engine.push(x)  # (stems, 2, m)
+            return y.reshape(s * 2, -1)
+
+        self._pipe = _Pipeline(inner, 2 * s, self.sample_rate, self.separator.sample_rate,
+                               self._engine.max_delay, max_block_size)
+        self.latency_samples = self._pipe.latency
+        self.tail_samples = self.latency_samples  # silence to feed after the end to get all of it out
+        self.max_block_size = self._pipe.max_block_size
+
+    def reset(self) -> None:
+        """Forget everything: the next block starts a new stream (as offline, from silence)."""
+        self._engine.reset()
+        self._pipe.reset()
+
+    def process(self, block) -> np.ndarray:
+        x, channels = _stereo(block)
+        y = self._pipe.process(x).reshape(len(self.stems), 2, -1)
+        return y.mean(axis=1, keepdims=True) if channels == 1 else y
+
+
+class StreamingChain:
+    """A preset's chain (its ``[separate]`` step included) as a block processor:
+    ``process((channels, n)) -> (channels, n)``, the offline render delayed by ``latency_samples``.
+
+    Effect tails (reverb, delay) keep ringing for as long as the host keeps calling after the
+    input ends; ``tail_samples`` is what it takes to get the input's own last sample out.
+    """
+
+    def __init__(self, preset, max_block_size: int = 8192, *, sample_rate: int | None = None):
+        from dawsep.chain import Chain
+
+        chain = preset if isinstance(preset, Chain) else preset.build_chain()
+        rates = chain.model_sample_rates
+        if len(rates) > 1:
+            raise PluginError(f"chain mixes model steps at {sorted(rates)} Hz")
+        host = int(sample_rate or next(iter(rates), 44100))
+        model_rate = next(iter(rates), host)
+        chain.check_sample_rate(model_rate)
+        self.chain, self.sample_rate = chain, host
+        self._skip = 0
+
+        def inner(x: np.ndarray) -> np.ndarray:
+            y = self.chain(x, model_rate, reset=False)
+            if self._skip:  # the chain's own delay: trimmed, so the stage only withholds
+                cut = min(self._skip, y.shape[1])
+                y, self._skip = y[:, cut:], self._skip - cut
+            return y
+
+        self._pipe = _Pipeline(inner, 2, host, model_rate, chain.latency_samples, max_block_size)
+        self.latency_samples = self._pipe.latency
+        self.tail_samples = self.latency_samples
+        self.max_block_size = self._pipe.max_block_size
+        self.reset()
+
+    def reset(self) -> None:
+        self.chain.reset()
+        self._skip = self.chain.latency_samples
+        self._pipe.reset()
+
+    def process(self, block) -> np.ndarray:
+        x, channels = _stereo(block)
+        y = self._pipe.process(x)
+        return y.mean(axis=0, keepdims=True) if channels == 1 else y
