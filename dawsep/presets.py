@@ -65,12 +65,14 @@ class Preset:
         """The stem name outputs are written under (``other`` when the preset names none)."""
         return self.separate.stem if self.separate else "other"
 
-    def build_chain(self) -> Chain:
-        """Instantiate the chain, led by the ``[separate]`` step when the preset has one;
-        plugin and model problems become a PresetError naming this file."""
+    def build_chain(self, **separate_options: Any) -> Chain:
+        """Instantiate the chain, led by the ``[separate]`` step when the preset has one
+        (``separate_options``, e.g. ``segment_seconds``, go to that step); plugin and model
+        problems become a PresetError naming this file."""
         steps = self.chain
         if self.separate is not None:
-            steps = (ModelStepSpec("separate", {"stem": self.separate.stem, "model": self.separate.model}),) + steps
+            opts = {"stem": self.separate.stem, "model": self.separate.model, **separate_options}
+            steps = (ModelStepSpec("separate", opts),) + steps
         try:
             return Chain(steps)
         except PluginError as exc:

@@ -144,10 +144,14 @@ class StreamingChain:
     input ends; ``tail_samples`` is what it takes to get the input's own last sample out.
     """
 
-    def __init__(self, preset, max_block_size: int = 8192, *, sample_rate: int | None = None):
+    def __init__(self, preset, max_block_size: int = 8192, *, sample_rate: int | None = None,
+                 segment_seconds: float | None = None):
         from dawsep.chain import Chain
 
-        chain = preset if isinstance(preset, Chain) else preset.build_chain()
+        if isinstance(preset, Chain):
+            chain = preset
+        else:  # a shorter separator chunk for live use trades quality for latency
+            chain = preset.build_chain(**({"segment_seconds": segment_seconds} if segment_seconds else {}))
         rates = chain.model_sample_rates
         if len(rates) > 1:
             raise PluginError(f"chain mixes model steps at {sorted(rates)} Hz")
