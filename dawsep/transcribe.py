@@ -93,22 +93,99 @@ class DecodeOptions:
             raise ValueError(f"note_ends must be one of {', '.join(NOTE_ENDS)}, got {self.note_ends!r}")
 
 
-def _peaks(p: np.ndarray, threshold: float) -> np.ndarray:
-    """Boolean ``(F, K)``: local maxima over time (first frame of a plateau) at or above ``threshold``."""
-    z = np.full((1, p.shape[1]), -1.0, p.dtype)
-    prev, nxt = np.vstack([z, p[:-1]]), np.vstack([p[1:], z])
-    return (p >= threshold) & (p > prev) & (p >= nxt)
+class OnlineDecoder:
+    """The note decoder, frame by frame (:func:`decode` is this fed all frames, then flushed).
+
+    It decides frame ``d`` when frame ``d + 1`` arrives (a peak needs its right neighbour), so
+    notes come out once their end is certain, and :attr:`confirmed` lists notes as soon as they
+    are certain to be kept (``min_note_ms`` reached): what live MIDI out needs for note-ons.
+    """
+
+    def __init__(self, options: DecodeOptions | None = None, hop_s: float = 0.02, min_pitch: int = 21):
+        self.o = options or DecodeOptions()
+        self.hop_s, self.min_pitch = float(hop_s), int(min_pitch)
+        self.min_frames = self.o.min_note_ms / 1000.0 / self.hop_s
+        self.reset()
+
+    def reset(self) -> None:
+        self._prev = self._cur = None  # frames d-1 and d: (onset, frame, offset, velocity, pedal)
+        self._d = 0  # index of the frame to decide next
+        self._active: dict[int, tuple[int, float, float, bool]] = {}  # key -> (start, velocity, conf, confirmed)
+        self._pedal_from: int | None = None
+        self.notes: list[NoteEvent] = []  # finished notes, drained by the caller
+        self.pedal: list[PedalEvent] = []
+        self.confirmed: list[tuple[int, float, int]] = []  # (pitch, start_s, velocity) of kept notes
+
+    def push(self, post: dict[str, np.ndarray]) -> None:
+        """Feed ``{"onset", "frame", "offset", "velocity": (m, 88), "pedal": (m, 1)}`` frames."""
+        onset = np.asarray(post["onset"], np.float32)
+        m = onset.shape[0]
+        frame = np.asarray(post["frame"], np.float32)
+        offset = np.asarray(post["offset"], np.float32) if "offset" in post else np.zeros_like(onset)
+        velocity = np.asarray(post["velocity"], np.float32) if "velocity" in post else np.full_like(onset, 0.5)
+        pedal = np.asarray(post["pedal"], np.float32).reshape(m, -1)[:, 0] if "pedal" in post else np.zeros(m, np.float32)
+        for i in range(m):
+            self._step((onset[i], frame[i], offset[i], velocity[i], pedal[i]))
+
+    def flush(self) -> None:
+        """End of input: decide the last frame, close what is open (the note lists stay readable)."""
+        if self._cur is not None:
+            self._step(None)
+        n = self._d
+        for k, (t, vel, conf, _) in sorted(self._active.items()):
+            self._finish(k, t, vel, conf, n, n * self.hop_s)
+        self._active.clear()
+        if self._pedal_from is not None:
+            self._close_pedal(n)
+        self._prev = self._cur = None
+
+    def _step(self, nxt) -> None:
+        if self._cur is None:
+            self._cur = nxt
+            return
+        o, d = self.o, self._d
+        onset, frame, offset, velocity, pedal = self._cur
+        none = np.full_like(onset, -1.0)
+        p_on, p_off = (self._prev[0], self._prev[2]) if self._prev is not None else (none, none)
+        n_on, n_off = (nxt[0], nxt[2]) if nxt is not None else (none, none)
+        on = frame >= o.frame_threshold
+        on_next = nxt[1] >= o.frame_threshold if nxt is not None else np.zeros_like(on)
+        start = (onset >= o.onset_threshold) & (onset > p_on) & (onset >= n_on) & (on | on_next)
+        stop = (offset >= o.offset_threshold) & (offset > p_off) & (offset >= n_off)
+        for k in list(self._active):
+            if start[k] or not on[k] or stop[k]:
+                t, vel, conf, _ = self._active.pop(k)
+                # a note whose frames stop ends at the frame boundary; an offset peak inside that frame
+                end_s = (d + 0.5) * self.hop_s if stop[k] and on[k] else d * self.hop_s
+                self._finish(k, t, vel, conf, d, end_s)
+        for k in np.flatnonzero(start):
+            self._active[int(k)] = (d, float(velocity[k]), float(onset[k]), False)
+        for k, (t, vel, conf, done) in list(self._active.items()):
+            if not done and d + 1 - t >= self.min_frames:  # it lasts past d: long enough to keep
+                self._active[k] = (t, vel, conf, True)
+                self.confirmed.append((k + self.min_pitch, round((t + 0.5) * self.hop_s, 6), _midi_velocity(vel)))
+        if o.pedal:
+            down = pedal >= o.pedal_threshold
+            if down and self._pedal_from is None:
+                self._pedal_from = d
+            elif not down and self._pedal_from is not None:
+                self._close_pedal(d)
+        self._prev, self._cur, self._d = self._cur, nxt, d + 1
+
+    def _finish(self, k: int, t: int, vel: float, conf: float, end: int, end_s: float) -> None:
+        if end - t < self.min_frames:
+            return
+        self.notes.append(NoteEvent(k + self.min_pitch, round((t + 0.5) * self.hop_s, 6), round(end_s, 6),
+                                    _midi_velocity(vel), round(conf, 4)))
+
+    def _close_pedal(self, end: int) -> None:
+        a, self._pedal_from = self._pedal_from, None
+        if (end - a) * self.hop_s >= 0.05:
+            self.pedal.append(PedalEvent(round(a * self.hop_s, 6), round(end * self.hop_s, 6)))
 
 
-def pedal_intervals(pedal: np.ndarray, hop_s: float, threshold: float = 0.5, min_s: float = 0.05) -> list[PedalEvent]:
-    """``(F,)`` or ``(F, 1)`` pedal posterior -> held intervals (shorter than ``min_s`` dropped)."""
-    down = np.asarray(pedal).reshape(-1) >= threshold
-    edges = np.flatnonzero(np.diff(np.concatenate([[False], down, [False]]).astype(np.int8)))
-    out = []
-    for a, b in zip(edges[::2], edges[1::2]):
-        if (b - a) * hop_s >= min_s:
-            out.append(PedalEvent(round(a * hop_s, 6), round(b * hop_s, 6)))
-    return out
+def _midi_velocity(v: float) -> int:
+    return int(np.clip(round(float(v) * 127), 1, 127))
 
 
 def decode(post: dict[str, np.ndarray], hop_s: float, options: DecodeOptions | None = None,
@@ -116,33 +193,10 @@ def decode(post: dict[str, np.ndarray], hop_s: float, options: DecodeOptions | N
     """Posteriors ``{"onset", "frame", "offset", "velocity": (F, 88), "pedal": (F, 1)}`` -> notes
     (sorted by start, then pitch) and pedal intervals. See the module docstring for the rules."""
     o = options or DecodeOptions()
-    onset, frame = np.asarray(post["onset"]), np.asarray(post["frame"])
-    offset = np.asarray(post.get("offset", np.zeros_like(onset)))
-    velocity = np.asarray(post.get("velocity", np.full_like(onset, 0.5)))
-    n = onset.shape[0]
-    on = frame >= o.frame_threshold
-    confirmed = on | np.vstack([on[1:], np.zeros((1, on.shape[1]), bool)])
-    starts_mask = _peaks(onset, o.onset_threshold) & confirmed
-    stops_mask = _peaks(offset, o.offset_threshold)
-    pedal = pedal_intervals(post["pedal"], hop_s, o.pedal_threshold) if o.pedal and "pedal" in post else []
-    min_frames = o.min_note_ms / 1000.0 / hop_s
-    notes = []
-    for k in np.flatnonzero(starts_mask.any(axis=0)):
-        starts = np.flatnonzero(starts_mask[:, k])
-        for i, t in enumerate(starts):
-            limit = starts[i + 1] if i + 1 < len(starts) else n
-            # the note holds while frames are on (from the frame after the onset), ends at an offset peak
-            off = np.flatnonzero(~on[t + 1:limit, k] | stops_mask[t + 1:limit, k])
-            end = t + 1 + (off[0] if len(off) else limit - t - 1)
-            if end - t < min_frames:
-                continue
-            # times at frame centres (labels put an event in the frame that contains it); a note
-            # whose frames stop ends at the boundary, one cut by an offset peak inside that frame
-            start_s = (t + 0.5) * hop_s
-            end_s = (end + 0.5) * hop_s if end < n and stops_mask[end, k] and on[end, k] else end * hop_s
-            vel = int(np.clip(round(float(velocity[t, k]) * 127), 1, 127))
-            notes.append(NoteEvent(int(k) + min_pitch, round(start_s, 6), round(end_s, 6), vel,
-                                   round(float(onset[t, k]), 4)))
+    dec = OnlineDecoder(o, hop_s, min_pitch)
+    dec.push(post)
+    dec.flush()
+    notes, pedal = dec.notes, dec.pedal
     if o.note_ends == "key" and pedal:
         notes = [_key_release(nt, pedal, hop_s, o.min_note_ms / 1000.0) for nt in notes]
     notes.sort(key=lambda e: (e.start_s, e.pitch))

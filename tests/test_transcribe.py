@@ -191,3 +191,45 @@ def test_cli_transcribe(tmp_path, tiny_transcriber):
     assert res.exit_code == 2 and "no [transcribe] section" in res.output
     res = runner.invoke(main, ["transcribe", str(src), "-o", str(tmp_path / "o3"), "--onset-threshold", "2"])
     assert res.exit_code == 2
+
+
+def reference_decode(post, hop_s, o):
+    """The decoding rules written out vectorised over whole arrays: the oracle the frame-by-frame
+    decoder must agree with (pedal-extended note ends)."""
+    onset, frame, offset, velocity = (post[k] for k in ("onset", "frame", "offset", "velocity"))
+    n = len(onset)
+
+    def peaks(p, thr):
+        z = np.full((1, p.shape[1]), -1.0, p.dtype)
+        return (p >= thr) & (p > np.vstack([z, p[:-1]])) & (p >= np.vstack([p[1:], z]))
+
+    on = frame >= o.frame_threshold
+    starts_mask = peaks(onset, o.onset_threshold) & (on | np.vstack([on[1:], np.zeros((1, 88), bool)]))
+    stops = peaks(offset, o.offset_threshold)
+    notes = []
+    for k in np.flatnonzero(starts_mask.any(0)):
+        st = np.flatnonzero(starts_mask[:, k])
+        for i, t in enumerate(st):
+            limit = st[i + 1] if i + 1 < len(st) else n
+            off = np.flatnonzero(~on[t + 1:limit, k] | stops[t + 1:limit, k])
+            end = t + 1 + (off[0] if len(off) else limit - t - 1)
+            if end - t < o.min_note_ms / 1000 / hop_s:
+                continue
+            end_s = (end + 0.5) * hop_s if end < n and stops[end, k] and on[end, k] else end * hop_s
+            notes.append((k + 21, round((t + 0.5) * hop_s, 6), round(end_s, 6),
+                          int(np.clip(round(float(velocity[t, k]) * 127), 1, 127))))
+    return sorted(notes, key=lambda e: (e[1], e[0]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_frame_by_frame_decoder_matches_the_vectorised_rules(seed):
+    rng = np.random.default_rng(seed)
+    F = 400
+    smooth = lambda a: np.clip(np.cumsum(rng.standard_normal((F, 88)) * 0.15, 0) % 1.6 - 0.3, 0, 1)  # noqa: E731
+    post = {"onset": (rng.random((F, 88)) ** 6).astype(np.float32), "frame": smooth(None).astype(np.float32),
+            "offset": (rng.random((F, 88)) ** 8).astype(np.float32), "velocity": rng.random((F, 88)).astype(np.float32),
+            "pedal": rng.random((F, 1)).astype(np.float32)}
+    o = DecodeOptions(min_note_ms=40)
+    notes, _ = decode(post, HOP_S, o)
+    assert len(notes) > 50
+    assert [(n.pitch, n.start_s, n.end_s, n.velocity) for n in notes] == reference_decode(post, HOP_S, o)
