@@ -39,6 +39,7 @@ from dawsep.errors import AudioFormatError, DawsepError, ModelError
 
 OUTPUTS = ("onset", "frame", "offset", "velocity", "pedal")
 N_KEYS = 88
+PEDAL_MIN_S = 0.05  # shorter sustain-pedal presses are dropped (sensor flicker, not playing)
 TICKS_PER_BEAT = 480
 DEFAULT_BPM = 120.0
 
@@ -115,6 +116,8 @@ class OnlineDecoder:
         self.notes: list[NoteEvent] = []  # finished notes, drained by the caller
         self.pedal: list[PedalEvent] = []
         self.confirmed: list[tuple[int, float, int]] = []  # (pitch, start_s, velocity) of kept notes
+        self.pedal_confirmed: list[float] = []  # start_s of pedal presses long enough to keep
+        self._pedal_ok = False
 
     def push(self, post: dict[str, np.ndarray]) -> None:
         """Feed ``{"onset", "frame", "offset", "velocity": (m, 88), "pedal": (m, 1)}`` frames."""
@@ -167,9 +170,13 @@ class OnlineDecoder:
         if o.pedal:
             down = pedal >= o.pedal_threshold
             if down and self._pedal_from is None:
-                self._pedal_from = d
+                self._pedal_from, self._pedal_ok = d, False
             elif not down and self._pedal_from is not None:
                 self._close_pedal(d)
+            if self._pedal_from is not None and not self._pedal_ok \
+                    and (d + 1 - self._pedal_from) * self.hop_s >= PEDAL_MIN_S - 1e-9:
+                self._pedal_ok = True
+                self.pedal_confirmed.append(round(self._pedal_from * self.hop_s, 6))
         self._prev, self._cur, self._d = self._cur, nxt, d + 1
 
     def _finish(self, k: int, t: int, vel: float, conf: float, end: int, end_s: float) -> None:
@@ -180,7 +187,7 @@ class OnlineDecoder:
 
     def _close_pedal(self, end: int) -> None:
         a, self._pedal_from = self._pedal_from, None
-        if (end - a) * self.hop_s >= 0.05:
+        if (end - a) * self.hop_s >= PEDAL_MIN_S - 1e-9:
             self.pedal.append(PedalEvent(round(a * self.hop_s, 6), round(end * self.hop_s, 6)))
 
 

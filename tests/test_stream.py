@@ -105,3 +105,35 @@ def test_streaming_chain_equals_offline_render_delayed(tiny_separator, rate, siz
     end = x.shape[1] if rate == 44100 else x.shape[1] - 2048  # see the separator test
     np.testing.assert_allclose(y[:, lat:lat + end], offline[:, :end], atol=1e-4)
     assert np.max(np.abs(y[:, :lat])) < 1e-6
+
+
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_streaming_transcriber_events_match_offline_notes(tiny_transcriber, rate):
+    from dawsep.stream import StreamingTranscriber
+    from dawsep.transcribe import DecodeOptions, Transcriber, decode
+
+    t = Transcriber(tiny_transcriber, threads=1, segment_seconds=2.0)
+    opts = DecodeOptions(onset_threshold=0.5, frame_threshold=0.45, min_note_ms=40)
+    x = noise(3.0, rate, seed=6)
+    notes, pedal = decode(t.posteriors(x, rate), t.hop_s, opts, t.min_pitch)
+    proc = StreamingTranscriber(transcriber=t, sample_rate=rate, options=opts)
+    lat = proc.latency_samples
+    xx = np.concatenate([x, np.zeros((2, lat + 4096), np.float32)], axis=1)
+    rng = np.random.default_rng(1)
+    events, pos = [], 0
+    while pos < xx.shape[1]:
+        n = int(rng.integers(32, 4096))
+        events += [(pos + off - lat, m) for off, m in proc.process(xx[:, pos:pos + n])]
+        pos += n
+    assert proc.late_events == 0
+    horizon = x.shape[1] - rate  # the offline file ends; the stream goes on into silence
+    got_on = sorted((p, m.note, m.velocity) for p, m in events if m.type == "note_on" and p < horizon)
+    want_on = sorted((round(e.start_s * rate), e.pitch, e.velocity) for e in notes if e.start_s * rate < horizon)
+    assert len(want_on) > 5 and got_on == want_on
+    got_off = sorted((p, m.note) for p, m in events if m.type == "note_off" and p < horizon)
+    want_off = sorted((round(e.end_s * rate), e.pitch) for e in notes if e.end_s * rate < horizon)
+    assert got_off == want_off
+    got_cc = sorted((p, m.value) for p, m in events if m.type == "control_change" and p < horizon)
+    want_cc = sorted([(round(p.start_s * rate), 127) for p in pedal if p.start_s * rate < horizon]
+                     + [(round(p.end_s * rate), 0) for p in pedal if p.end_s * rate < horizon])
+    assert got_cc == want_cc
