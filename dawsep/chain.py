@@ -424,7 +424,8 @@ def _describe(step: Any) -> str:
     if isinstance(step, VST3Step):
         return f"VST3({step.path})"
     if isinstance(step, ModelStepSpec):
-        return f"model:{step.kind}"
+        args = ", ".join(f"{k}={v!r}" for k, v in step.options.items())
+        return f"model:{step.kind}({args})"
     return getattr(step, "name", type(step).__name__)
 
 

@@ -1,6 +1,8 @@
 """Presets: shipped ones load and build; every kind of mistake names file, key and what is allowed."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -16,8 +18,10 @@ def test_shipped_presets_cover_every_stem_and_build():
         preset = load_preset(name)
         assert preset.name == name and preset.description
         assert preset.separate is not None and preset.separate.stem == name
-        chain = preset.build_chain()
-        assert len(chain) >= 3
+        full = preset.build_chain()  # led by the packaged separator
+        assert full.model_sample_rates == {44100} and full.descriptions[0].startswith("model:separate(stem=")
+        chain = dataclasses.replace(preset, separate=None).build_chain()  # the effects alone
+        assert len(chain) >= 3 and len(full) == len(chain) + 1
         # a musically reasonable chain: a sine in the instrument's range passes at a sane level
         t = np.arange(44100) / 44100
         x = np.tile((0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), (2, 1))
