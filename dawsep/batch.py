@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
-from dawsep.errors import DawsepError, OutputPathError
+from dawsep.errors import DawsepError, ModelError, OutputPathError
 
 STATE_DIR = ".dawsep"
 
@@ -607,13 +607,22 @@ class SeparateJob:
         return bool(self.transcribe and self.preset is not None and self.preset.transcribe is not None
                     and not self.two_stems)
 
+    def _resolve_transcriber(self):
+        from dawsep import runtime
+
+        try:
+            return runtime.resolve(self.preset.transcribe.model, "transcriber")
+        except ModelError as exc:
+            raise ModelError(f"preset {self.preset.name!r} transcribes to MIDI: {exc} "
+                             "(pass --no-midi to write the stem only)") from None
+
     def fingerprint(self) -> str:
         from dawsep import runtime
 
         path, _, sha = runtime.resolve(self.model, "separator")
         trans = None
         if self.transcribes:
-            tpath, _, tsha = runtime.resolve(self.preset.transcribe.model, "transcriber")
+            tpath, _, tsha = self._resolve_transcriber()
             trans = [tsha or runtime.file_sha256(tpath), list(self.extras)]
         settings = {"model": sha or runtime.file_sha256(path), "transcriber": trans,
                     "stems": self.stems, "two_stems": self.two_stems,
@@ -635,6 +644,7 @@ class SeparateJob:
         if self.transcribes:
             from dawsep.transcribe import Transcriber
 
+            self._resolve_transcriber()
             self._trans = Transcriber(self.preset.transcribe.model, threads=threads)
 
     def plan(self) -> list[tuple[str, int | None, bool]]:

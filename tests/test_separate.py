@@ -225,6 +225,13 @@ def test_cli_separate(tmp_path, tiny_separator):
     res = runner.invoke(main, ["separate", str(tmp_path / "in" / "a.wav"), "-o", str(tmp_path / "o2"),
                                "-m", tiny_separator, "--two-stems", "piano", "--stems", "bass"])
     assert res.exit_code == 2
+    preset = tmp_path / "keys.toml"  # transcribes with a model that is not there: say how to go on
+    preset.write_text(f'[separate]\nstem = "piano"\nmodel = "{tiny_separator}"\n[transcribe]\nmodel = "nope.onnx"\n')
+    res = runner.invoke(main, ["separate", str(tmp_path / "in" / "a.wav"), "-o", str(tmp_path / "o3"), "-p", str(preset)])
+    assert res.exit_code == 6 and "--no-midi" in res.output
+    res = runner.invoke(main, ["separate", str(tmp_path / "in" / "a.wav"), "-o", str(tmp_path / "o3"), "-p", str(preset),
+                               "--no-midi", "-q"])
+    assert res.exit_code == 0 and (tmp_path / "o3" / "a" / "piano.flac").exists()
 
 
 def test_runtime_imports_no_torch():
