@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-SECTIONS = ["separation", "render", "data", "scaleout"]  # order in the document
+SECTIONS = ["separation", "stream", "render", "data", "scaleout"]  # order in the document
 
 HEADER = """# Benchmarks
 
