@@ -10,7 +10,7 @@ import pytest
 from dawsep.errors import PluginError
 from dawsep.presets import load_preset
 from dawsep.separate import Separator
-from dawsep.stream import StreamingChain, StreamingSeparator
+from dawsep.stream import RealtimeRunner, StreamingChain, StreamingSeparator
 
 from conftest import with_model
 
@@ -137,3 +137,92 @@ def test_streaming_transcriber_events_match_offline_notes(tiny_transcriber, rate
     want_cc = sorted([(round(p.start_s * rate), 127) for p in pedal if p.start_s * rate < horizon]
                      + [(round(p.end_s * rate), 0) for p in pedal if p.end_s * rate < horizon])
     assert got_cc == want_cc
+
+
+# ------------------------------------------------------- worker-thread runner ----
+
+@pytest.mark.parametrize("sizes", [[64], [1024], "random"])
+def test_runner_offline_equals_processor_delayed_by_its_buffer(sep, sizes):
+    x = noise(0.6, 44100, seed=7)
+    ref = feed(StreamingSeparator(separator=sep), x, sizes, 3000)
+    with RealtimeRunner(StreamingSeparator(separator=sep), buffer_samples=700, realtime=False) as run:
+        assert run.latency_samples == run.processor.latency_samples + 700
+        y = feed(run, x, sizes, 3000)
+    assert y.shape == ref.shape
+    assert np.all(y[..., :700] == 0)
+    np.testing.assert_array_equal(y[..., 700:], ref[..., :-700])
+
+
+def test_runner_chain_and_reset(tiny_separator):
+    preset = with_model(load_preset("bass"), tiny_separator)
+    x = noise(0.5, 44100, seed=8)
+    ref = feed(StreamingChain(preset), x, [512], 1024)
+    with RealtimeRunner(StreamingChain(preset), buffer_samples=1024, realtime=False) as run:
+        feed(run, noise(0.3, 44100, seed=9), [300], 0)
+        run.reset()
+        y = feed(run, x, [512], 1024)
+        assert run.dropouts == 0
+    np.testing.assert_array_equal(y[:, 1024:], ref[:, :-1024])
+
+
+class _Slow:
+    """A processor whose every 8th call stalls, as a model call does once per chunk."""
+
+    def __init__(self, inner, stall_s):
+        self.inner, self.stall_s, self.calls = inner, stall_s, 0
+        self.max_block_size, self.latency_samples = inner.max_block_size, inner.latency_samples
+        self.stems = inner.stems
+
+    def process(self, block):
+        import time
+
+        self.calls += 1
+        if self.calls % 8 == 0:
+            time.sleep(self.stall_s)
+        return self.inner.process(block)
+
+    def reset(self):
+        self.inner.reset()
+        self.calls = 0
+
+
+def test_realtime_runner_never_waits_drops_late_samples_and_keeps_its_latency(sep):
+    import time
+
+    x = noise(0.5, 44100, seed=10)
+    ref = feed(StreamingSeparator(separator=sep), x, [256], 4096)
+    # stalls of 20 ms every 8 blocks of 5.8 ms: the average load is < 1, but the 256-sample buffer
+    # cannot cover a stall, so the blocks after each one drop out, until the worker catches up
+    run = RealtimeRunner(_Slow(StreamingSeparator(separator=sep), 0.02), buffer_samples=256, realtime=True)
+    try:
+        xx = np.concatenate([x, np.zeros((2, 4096), np.float32)], axis=1)
+        out, t0 = [], time.perf_counter()
+        for i, pos in enumerate(range(0, xx.shape[1], 256)):
+            out.append(run.process(xx[:, pos:pos + 256]))
+            time.sleep(max(0.0, t0 + (i + 1) * 256 / 44100 - time.perf_counter()))  # real-time pacing
+        y = np.concatenate(out, axis=-1)
+        assert run.dropouts > 0 and run.dropped_samples > 0  # so process() returned without waiting
+        # every sample is either silence (dropped) or exactly the processor's, at the fixed latency
+        shifted = ref[..., : y.shape[-1] - 256]
+        body = y[..., 256:]
+        same = np.all(body == shifted, axis=(0, 1))
+        silent = np.all(body == 0, axis=(0, 1))
+        assert np.all(same | silent)
+        assert same[np.any(shifted != 0, axis=(0, 1))].mean() > 0.5
+    finally:
+        run.close()
+
+
+def test_runner_reports_processor_errors_and_rejects_bad_blocks(sep):
+    class Broken(_Slow):
+        def process(self, block):
+            raise PluginError("model failed")
+
+    with RealtimeRunner(StreamingSeparator(separator=sep, max_block_size=512), realtime=False) as run:
+        with pytest.raises(PluginError, match="at most 512"):
+            run.process(np.zeros((2, 513), np.float32))
+        with pytest.raises(PluginError, match="1 or 2 channels"):
+            run.process(np.zeros((3, 16), np.float32))
+    with RealtimeRunner(Broken(StreamingSeparator(separator=sep), 0), buffer_samples=0, realtime=False) as run:
+        with pytest.raises(PluginError, match="model failed"):  # raised in the worker, surfaced here
+            run.process(np.zeros((2, 16), np.float32))
