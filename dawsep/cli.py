@@ -239,7 +239,14 @@ def transcribe(input_path, model, preset, onset_threshold, frame_threshold, offs
 @click.option("--segment-seconds", type=click.FloatRange(0.05, 60), default=None,
               help="Separator chunk: shorter means lower latency and lower quality (default: the model's).")
 @click.option("--seconds", type=float, default=None, help="Stop after this long (live input).")
-def live(preset, input_file, input_device, output_device, offline, block_size, sample_rate, segment_seconds, seconds):
+@click.option("--buffer-samples", type=int, default=None,
+              help="Worker-thread buffer added to the latency (default: two blocks).")
+@click.option("--midi-out", "midi_output_device", type=int, default=None,
+              help="Send the preset's transcription live to this MIDI output device.")
+@click.option("--midi-file", type=click.Path(dir_okay=False), default=None,
+              help="Also write the live transcription to this MIDI file.")
+def live(preset, input_file, input_device, output_device, offline, block_size, sample_rate, segment_seconds, seconds,
+         buffer_samples, midi_output_device, midi_file):
     """Run a preset's chain in real time inside a pyo server (needs the `live` extra).
 
     Reports block times against the block deadline, overruns (dropouts) and the latency.
@@ -249,7 +256,8 @@ def live(preset, input_file, input_device, output_device, offline, block_size, s
 
     report = run_live(load_preset(preset), input_file=input_file, offline=offline, block_size=block_size,
                       sample_rate=sample_rate, input_device=input_device, output_device=output_device,
-                      segment_seconds=segment_seconds, seconds=seconds)
+                      segment_seconds=segment_seconds, seconds=seconds, buffer_samples=buffer_samples,
+                      midi_file=midi_file, midi_output_device=midi_output_device)
     click.echo(report.summary(), err=True)
     if report.output:
         click.echo(report.output)

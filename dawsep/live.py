@@ -11,11 +11,20 @@ fast as the CPU allows; this is how the tests run it without a sound card) and w
 aligned with the input, so it can be compared with ``dawsep render``. With a sound card,
 ``run_live`` plays (a file or a device input) to an output device in real time.
 
-Block timing is measured in the callback: a block whose processing takes longer than its
-duration (``block_size / sample_rate``) would be a dropout in a real-time server.
+The callback only copies: the chain runs on a worker thread (:class:`~dawsep.stream.RealtimeRunner`),
+which adds ``buffer_samples`` (default two blocks) to the latency and absorbs the one block per
+model chunk that costs a whole chunk. Live, a worker that falls behind costs a dropout (silence,
+counted) and never a late callback; offline, the callback waits for the worker, so the render is
+deterministic. Both the callback's time and the worker's are reported against the block deadline.
+
+``midi_file``/``midi_output_device``: the preset's transcriber listens to the same input
+(:class:`~dawsep.stream.StreamingTranscriber`, on the worker too) and its note-on/off and pedal
+events go to a MIDI output device (at their sample offsets within the block) and/or a type-1
+MIDI file, placed at the time they were played.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import os
@@ -42,9 +51,13 @@ class LiveReport:
     blocks: int
     block_size: int
     sample_rate: int
-    latency_samples: int  # the chain's plus pyo's one block
-    block_ms: list[float] = field(default_factory=list, repr=False)
+    latency_samples: int  # the chain's, the worker's buffer and pyo's one block
+    block_ms: list[float] = field(default_factory=list, repr=False)   # the callback (audio thread)
     output: str | None = None
+    worker_ms: list[float] = field(default_factory=list, repr=False)  # the chain on the worker
+    dropouts: int = 0
+    midi_events: int = 0
+    midi_file: str | None = None
 
     @property
     def deadline_ms(self) -> float:
@@ -64,10 +77,16 @@ class LiveReport:
         return int(sum(t > self.deadline_ms for t in self.block_ms))
 
     def summary(self) -> str:
-        return (f"{self.blocks} blocks of {self.block_size} at {self.sample_rate} Hz: median "
+        w = self.worker_ms
+        text = (f"{self.blocks} blocks of {self.block_size} at {self.sample_rate} Hz: callback median "
                 f"{self.median_ms:.2f} ms, worst {self.worst_ms:.2f} ms against a {self.deadline_ms:.2f} ms "
-                f"deadline, {self.overruns} overrun(s); latency {self.latency_samples} samples "
+                f"deadline, {self.overruns} overrun(s); worker median "
+                f"{float(np.median(w)) if w else 0.0:.2f} ms, worst {max(w, default=0.0):.2f} ms; "
+                f"{self.dropouts} dropout(s); latency {self.latency_samples} samples "
                 f"({1000 * self.latency_samples / self.sample_rate:.0f} ms)")
+        if self.midi_file or self.midi_events:
+            text += f"; {self.midi_events} MIDI event(s)" + (f" -> {self.midi_file}" if self.midi_file else "")
+        return text
 
 
 def import_pyo():
@@ -80,21 +99,64 @@ def import_pyo():
     return pyo
 
 
+class _ChainAndMidi:
+    """The worker's job per block: the chain's audio, and (optionally) the transcriber's events,
+    kept as ``(sample position in the input, message)``."""
+
+    def __init__(self, chain, transcriber):
+        self.chain, self.transcriber = chain, transcriber
+        self.max_block_size, self.latency_samples = chain.max_block_size, chain.latency_samples
+        self.events: list = []        # everything, for the MIDI file
+        self.pending = collections.deque()  # (offset in the output block stream, message) for a device
+        self._pos = 0
+
+    def process(self, block):
+        y = self.chain.process(block)
+        if self.transcriber is not None:
+            t = self.transcriber
+            for off, msg in t.process(block):
+                self.events.append((self._pos + off - t.latency_samples, msg))
+                self.pending.append((self._pos + off, msg))
+        self._pos += block.shape[-1]
+        return y
+
+    def reset(self):
+        self.chain.reset()
+        if self.transcriber is not None:
+            self.transcriber.reset()
+        self.events.clear()
+        self.pending.clear()
+        self._pos = 0
+
+
 def run_live(preset, *, input_file: str | None = None, offline: str | None = None, block_size: int = 1024,
              sample_rate: int | None = None, input_device: int | None = None, output_device: int | None = None,
-             segment_seconds: float | None = None, seconds: float | None = None) -> LiveReport:
+             segment_seconds: float | None = None, seconds: float | None = None, buffer_samples: int | None = None,
+             midi_file: str | None = None, midi_output_device: int | None = None) -> LiveReport:
     """Run ``preset``'s chain inside a pyo server. See the module docstring."""
     from dawsep import audio
-    from dawsep.stream import StreamingChain
+    from dawsep.stream import RealtimeRunner, StreamingChain
 
     pyo = import_pyo()
     if offline and not input_file:
         raise LiveError("--offline needs --input FILE")
+    want_midi = midi_file is not None or midi_output_device is not None
+    if want_midi and preset.transcribe is None:
+        raise LiveError(f"preset {preset.name!r} has no [transcribe] section: no MIDI to send")
     info = audio.info(input_file) if input_file else None
     sr = int(sample_rate or (info.sample_rate if info else 44100))
     if info and info.sample_rate != sr:
         raise LiveError(f"{input_file} is at {info.sample_rate} Hz; run the server at that rate (--sample-rate)")
-    proc = StreamingChain(preset, max_block_size=block_size, sample_rate=sr, segment_seconds=segment_seconds)
+    chain = StreamingChain(preset, max_block_size=block_size, sample_rate=sr, segment_seconds=segment_seconds)
+    transcriber = None
+    if want_midi:
+        from dawsep.stream import StreamingTranscriber
+        from dawsep.transcribe import options_from_preset
+
+        transcriber = StreamingTranscriber(preset.transcribe.model, max_block_size=block_size, sample_rate=sr,
+                                           options=options_from_preset(preset.transcribe))
+    job = _ChainAndMidi(chain, transcriber)
+    proc = RealtimeRunner(job, buffer_samples, realtime=not offline)
     latency = proc.latency_samples + block_size
     times: list[float] = []
 
@@ -107,6 +169,8 @@ def run_live(preset, *, input_file: str | None = None, offline: str | None = Non
                 server.setInputDevice(int(input_device))
             if output_device is not None:
                 server.setOutputDevice(int(output_device))
+            if midi_output_device is not None:
+                server.setMidiOutputDevice(int(midi_output_device))
             server.boot()
     keep: dict = {}  # pyo objects and the numpy views into their buffers, released before shutdown
     tmp_dir = None
@@ -128,6 +192,7 @@ def run_live(preset, *, input_file: str | None = None, offline: str | None = Non
         keep["scan"] = pyo.TableScan(tout).out()
         block = np.empty((2, block_size), np.float32)
         primed = [False]
+        sent = [0]  # samples the callback has handed on, to place MIDI events in its blocks
 
         def callback() -> None:
             # pyo calls back before it computes the graph, so the table holds the *previous*
@@ -140,11 +205,17 @@ def run_live(preset, *, input_file: str | None = None, offline: str | None = Non
             block[0], block[1] = vin[0], vin[1]
             y = proc.process(block)
             vout[0][:], vout[1][:] = y[0], y[1]
+            if midi_output_device is not None:
+                _send_midi(server, job.pending, sent[0], block_size, sr)
+            sent[0] += block_size
             times.append(1000.0 * (time.perf_counter() - t))
 
         server.setCallback(callback)
         if offline:
-            return _render_offline(server, info, offline, latency, block_size, times, sr)
+            # run on until the transcriber has decided the input's last notes too
+            run_on = max(latency, (transcriber.latency_samples + latency) if transcriber else 0)
+            report = _render_offline(server, info, offline, latency, block_size, times, sr, run_on)
+            return _finish(report, proc, job, midi_file)
         server.start()
         end = time.monotonic() + (seconds if seconds else (info.duration_s + latency / sr if info else 1e12))
         try:
@@ -153,8 +224,9 @@ def run_live(preset, *, input_file: str | None = None, offline: str | None = Non
         except KeyboardInterrupt:
             pass
         server.stop()
-        return LiveReport(len(times), block_size, sr, latency, times)
+        return _finish(LiveReport(len(times), block_size, sr, latency, times), proc, job, midi_file)
     finally:
+        proc.close()
         # pyo frees table memory at shutdown whatever Python still holds: drop the numpy views
         # and the objects first, or a later access reads freed memory.
         vin = vout = callback = None  # noqa: F841
@@ -163,6 +235,56 @@ def run_live(preset, *, input_file: str | None = None, offline: str | None = Non
             server.shutdown()
         if tmp_dir is not None:
             tmp_dir.cleanup()
+
+
+def _send_midi(server, pending, start: int, block_size: int, sr: int) -> None:
+    """Send the events due in the block that starts at output sample ``start`` (timestamps in ms)."""
+    while pending and pending[0][0] < start + block_size:
+        pos, msg = pending.popleft()
+        ms = max(0, pos - start) * 1000 // sr
+        if msg.type == "note_on":
+            server.noteout(msg.note, msg.velocity, msg.channel + 1, ms)
+        elif msg.type == "note_off":
+            server.noteout(msg.note, 0, msg.channel + 1, ms)
+        elif msg.type == "control_change":
+            server.ctlout(msg.control, msg.value, msg.channel + 1, ms)
+
+
+def _finish(report: LiveReport, proc, job: _ChainAndMidi, midi_file: str | None) -> LiveReport:
+    if not proc.realtime:
+        proc.drain()
+    report.worker_ms = list(proc.worker_ms)
+    report.dropouts = proc.dropouts
+    report.midi_events = len(job.events)
+    if midi_file is not None:
+        write_events_midi(job.events, report.sample_rate, midi_file)
+        report.midi_file = str(midi_file)
+    return report
+
+
+def write_events_midi(events, sample_rate: int, path: str) -> None:
+    """``[(sample position, mido.Message), ...]`` -> a type-1 MIDI file (480 ticks per beat, 120 bpm
+    tempo track, a "Piano" track on program 0), written atomically."""
+    import mido
+
+    from dawsep.transcribe import _atomic_write
+
+    ticks_per_s = 480 * 2  # 120 bpm
+    mid = mido.MidiFile(type=1, ticks_per_beat=480)
+    tempo = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500000, time=0),
+                            mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0)])
+    track = mido.MidiTrack([mido.MetaMessage("track_name", name="Piano", time=0),
+                            mido.Message("program_change", program=0, channel=0, time=0)])
+    now = 0
+    for pos, msg in sorted(events, key=lambda e: e[0]):
+        tick = max(0, round(max(0, pos) * ticks_per_s / sample_rate))
+        track.append(msg.copy(time=tick - now))
+        now = tick
+    mid.tracks += [tempo, track]
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(Path(path), buf.getvalue())
 
 
 def _decode_to_wav(path: str, out: Path) -> str:
@@ -177,14 +299,15 @@ def _decode_to_wav(path: str, out: Path) -> str:
     return str(out)
 
 
-def _render_offline(server, info, out: str, latency: int, block_size: int, times: list[float], sr: int) -> LiveReport:
+def _render_offline(server, info, out: str, latency: int, block_size: int, times: list[float], sr: int,
+                    run_on: int) -> LiveReport:
     """Record the server's output to a temp file, then write it aligned and trimmed to ``out``."""
     from dawsep import audio
 
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     raw = out_path.with_name(f".{out_path.stem}.{os.getpid()}.pyo.wav")
-    total = info.frames + latency
+    total = info.frames + run_on
     try:
         server.recordOptions(dur=total / sr, filename=str(raw), fileformat=0, sampletype=3)
         with contextlib.redirect_stdout(io.StringIO()):

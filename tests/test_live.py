@@ -53,3 +53,50 @@ def test_cli_live_offline(tmp_path, tiny_separator):
     assert res.exit_code == 0, res.output
     assert "deadline" in res.output and "overrun" in res.output
     assert sf.info(str(tmp_path / "o.wav")).frames == 22050
+
+
+def test_offline_live_midi_file_equals_streaming_transcriber(tmp_path, tiny_separator, tiny_transcriber):
+    """The host's MIDI (transcriber on the worker) holds the StreamingTranscriber's notes, placed at
+    the time they were played."""
+    import dataclasses
+
+    import mido
+
+    from dawsep.live import run_live
+    from dawsep.stream import StreamingTranscriber
+    from dawsep.transcribe import options_from_preset
+
+    base = with_model(load_preset("piano"), tiny_separator)
+    preset = dataclasses.replace(base, transcribe=dataclasses.replace(
+        base.transcribe, model=tiny_transcriber, onset_threshold=0.5, frame_threshold=0.45, min_note_ms=40))
+    rate, block = 44100, 512
+    x = (np.random.default_rng(6).standard_normal((2, 3 * rate)) * 0.1).astype(np.float32)
+    sf.write(tmp_path / "in.wav", x.T, rate, subtype="FLOAT")
+    report = run_live(preset, input_file=str(tmp_path / "in.wav"), offline=str(tmp_path / "out.wav"),
+                      block_size=block, midi_file=str(tmp_path / "live.mid"))
+    assert report.midi_events > 0 and report.dropouts == 0
+    # reference: the same transcriber fed the same input in the same blocks
+    ref = StreamingTranscriber(tiny_transcriber, max_block_size=block, sample_rate=rate,
+                               options=options_from_preset(preset.transcribe))
+    xx = np.concatenate([x, np.zeros((2, 2 * rate), np.float32)], axis=1)
+    want = []
+    for pos in range(0, xx.shape[1] - block + 1, block):
+        want += [(pos + off - ref.latency_samples, m.note) for off, m in ref.process(xx[:, pos:pos + block])
+                 if m.type == "note_on"]
+    mid = mido.MidiFile(tmp_path / "live.mid")
+    assert mid.type == 1 and mid.ticks_per_beat == 480 and len(mid.tracks) == 2
+    t, got = 0, []
+    for m in mid.tracks[1]:
+        t += m.time
+        if m.type == "note_on" and m.velocity > 0:
+            got.append((t, m.note))
+    want = [(round(p * 960 / rate), n) for p, n in want if p < x.shape[1] - rate]
+    got = [g for g in got if g[0] < (x.shape[1] - rate) * 960 / rate]
+    assert len(want) > 3 and sorted(got) == sorted(want)
+
+
+def test_live_midi_needs_a_transcribe_section(tiny_separator):
+    from dawsep.live import LiveError, run_live
+
+    with pytest.raises(LiveError, match="transcribe"):
+        run_live(with_model(load_preset("bass"), tiny_separator), input_file=None, midi_file="x.mid")
