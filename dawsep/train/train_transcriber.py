@@ -47,7 +47,7 @@ class TrainConfig:
     conditions: dict | None = None          # None: the dataset's train mix (clean .4, mix .3, residue .3)
     lr: float = 6e-4
     weight_decay: float = 1e-2
-    warmup: int = 1000
+    warmup: int = 300
     lr_half_life: int = 50_000              # steps for the learning rate to halve after warm-up
     clip: float = 3.0
     epoch_steps: int = 1000                 # augmented data has no natural epoch: this many batches
@@ -65,15 +65,21 @@ class TrainConfig:
     device: str = "auto"                    # auto | cpu | cuda
     seed: int = 0
     loss_weights: dict = field(default_factory=dict)  # e.g. {"onset": 2.0}; missing keys weigh 1
+    # BCE weight of the positive class per head (e.g. {"frame": 2.0}): active keys are a few
+    # percent of all (frame, key) cells, and without it the heads sit at the per-key prior for
+    # thousands of steps before they start to discriminate.
+    pos_weight: dict = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ losses ----
 
 def losses(logits: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
-           weights: dict | None = None) -> dict[str, torch.Tensor]:
+           weights: dict | None = None, pos_weight: dict | None = None) -> dict[str, torch.Tensor]:
     """Per-head losses and their weighted sum ``total``; logits/labels ``(B, F, 88)``, pedal ``(B, F, 1)``."""
     bce = torch.nn.functional.binary_cross_entropy_with_logits
-    out = {k: bce(logits[k], batch[k]) for k in ("onset", "frame", "offset", "pedal")}
+    pw = pos_weight or {}
+    out = {k: bce(logits[k], batch[k], pos_weight=torch.tensor(float(pw[k])) if k in pw else None)
+           for k in ("onset", "frame", "offset", "pedal")}
     mask = batch["onset"]
     err = (torch.sigmoid(logits["velocity"]) - batch["velocity"]) ** 2
     out["velocity"] = (err * mask).sum() / mask.sum().clamp_min(1.0)
@@ -294,7 +300,7 @@ def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train
             lr = lr_at(cfg, step)
             for g in opt.param_groups:
                 g["lr"] = lr
-            ls = losses(model.logits(batch["audio"]), batch, cfg.loss_weights)
+            ls = losses(model.logits(batch["audio"]), batch, cfg.loss_weights, cfg.pos_weight)
             opt.zero_grad(set_to_none=True)
             ls["total"].backward()
             gn = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip))
