@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma  := ,
 JOBS   ?= 2
 
-.PHONY: demo test bench data sysdeps install clean
+.PHONY: demo test bench bench-extras data sysdeps install clean
 
 sysdeps:
 	@scripts/sysdeps.sh
@@ -28,8 +28,12 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-bench: install
+bench: install bench-extras
 	$(BIN)/python -m bench.run --out docs/BENCHMARKS.md
+
+bench-extras: install
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS),bench]"
+	$(BIN)/python -m pip install -q --no-deps "basic-pitch==0.4.0"
 
 data: install
 	$(BIN)/dawsep-train data synth --out $${DAWSEP_DATA:-$$HOME/.cache/dawsep/data} --hours $${HOURS:-10} --piano-hours $${PIANO_HOURS:-5} --seed $${SEED:-0} --jobs $(JOBS)

@@ -1,0 +1,167 @@
+"""Piano transcription on held-out test songs (MuseScore General timbres, reserved composers):
+mir_eval note F1 (onset 50 ms), note+offset F1, note+velocity F1 and frame F1, in three
+conditions: (a) the clean piano stem, (b) the full mixture, (c) the piano stem separated by the
+packaged default separator; beside Basic Pitch when it is installed (the optional ``bench``
+extra), and the transcriber's real-time factor on 2 cores.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+SR = 44100
+FRAME_S = 0.01  # frame-F1 grid
+
+
+def _songs(root: str, limit: int, seconds: float):
+    """Test songs with piano notes: ``[(name, piano (2, T), mix (2, T), notes (N, 4))]``."""
+    from dawsep.train.data.dataset import load_songs, read_excerpt
+    from dawsep.train.data.score import STEMS, read_label_midi
+
+    songs = [s for s in load_songs(root, "test", None) if s.meta.get("piano_notes", 0) > 0]
+    if not songs:
+        raise FileNotFoundError(f"no test songs with piano under {root}; build the corpus with `make data`")
+    idx = np.unique(np.linspace(0, len(songs) - 1, min(limit, len(songs))).round().astype(int))
+    out = []
+    for i in idx:
+        s = songs[i]
+        n = min(s.samples, int(seconds * SR))
+        stems = np.stack([read_excerpt(s, k, 0, n) for k in STEMS])
+        notes, _ = read_label_midi(os.path.join(s.path, "piano.mid"))
+        notes = notes[notes[:, 0] < n / SR - 0.05]
+        notes[:, 1] = np.minimum(notes[:, 1], n / SR)
+        out.append((s.meta["name"], stems[0], stems.sum(0), notes))
+    return out
+
+
+def _roll(notes: np.ndarray, duration: float) -> np.ndarray:
+    roll = np.zeros((int(np.ceil(duration / FRAME_S)) + 1, 128), bool)
+    for on, off, p, _ in notes:
+        roll[int(round(on / FRAME_S)):max(int(round(off / FRAME_S)), int(round(on / FRAME_S)) + 1), int(p)] = True
+    return roll
+
+
+def _scores(ref: np.ndarray, est: np.ndarray, duration: float) -> np.ndarray:
+    """(tp, n_ref, n_est) for note, note+offset, note+velocity, frame -> a (4, 3) count array."""
+    import mir_eval
+
+    def hz(p):
+        return 440.0 * 2.0 ** ((np.asarray(p, float) - 69) / 12)
+
+    out = np.zeros((4, 3))
+    nr, ne = len(ref), len(est)
+    if nr and ne:
+        ri, rp, ei, ep = ref[:, :2], hz(ref[:, 2]), est[:, :2], hz(est[:, 2])
+        ei = np.maximum(ei, ei[:, :1] + np.array([[0, 1e-3]]))  # mir_eval wants positive durations
+        ri = np.maximum(ri, ri[:, :1] + np.array([[0, 1e-3]]))
+        tp = [len(mir_eval.transcription.match_notes(ri, rp, ei, ep, offset_ratio=None)),
+              len(mir_eval.transcription.match_notes(ri, rp, ei, ep, offset_ratio=0.2)),
+              len(mir_eval.transcription_velocity.match_notes(ri, rp, ref[:, 3], ei, ep, est[:, 3],
+                                                              offset_ratio=None))]
+        out[:3, 0] = tp
+    out[:3, 1], out[:3, 2] = nr, ne
+    a, b = _roll(ref, duration), _roll(est, duration)
+    out[3] = ((a & b).sum(), a.sum(), b.sum())
+    return out
+
+
+def _f1(c) -> float:
+    tp, nr, ne = c
+    p, r = (tp / ne if ne else 0.0), (tp / nr if nr else 0.0)
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def _ours(transcriber, options):
+    def run(audio):
+        t = transcriber.transcribe(audio, SR, options)
+        return np.array([(n.start_s, n.end_s, n.pitch, n.velocity) for n in t.notes], float).reshape(-1, 4)
+    return run
+
+
+def _basic_pitch():
+    """Basic Pitch on its bundled ONNX model (no TensorFlow), or None when it is not installed."""
+    try:
+        import contextlib
+        import io
+        import logging
+
+        logging.disable(logging.WARNING)
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            from basic_pitch import ICASSP_2022_MODEL_PATH
+            from basic_pitch.inference import Model, predict
+            model = Model(ICASSP_2022_MODEL_PATH)
+    except Exception:
+        return None
+
+    def run(audio):
+        import tempfile
+
+        import soundfile as sf
+
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "x.wav")
+            sf.write(path, audio.T, SR, subtype="FLOAT")
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()):
+                _, _, events = predict(path, model)
+        return np.array([(s, e, p, round(a * 127)) for s, e, p, a, *_ in events], float).reshape(-1, 4)
+    return run
+
+
+def run(quick: bool = False) -> str:
+    from dawsep import runtime
+    from dawsep.separate import Separator
+    from dawsep.transcribe import DecodeOptions, Transcriber
+
+    root = os.environ.get("DAWSEP_DATA", os.path.expanduser("~/.cache/dawsep/data"))
+    limit, seconds = (6, 20.0) if quick else (24, 30.0)
+    songs = _songs(root, limit, seconds)
+    tr = Transcriber("default", threads=2)
+    sep = Separator("default", threads=2)
+    piano = sep.stems.index("piano")
+    conds = {"(a) clean piano stem": lambda s: s[1], "(b) full mixture": lambda s: s[2],
+             "(c) separated piano stem": lambda s: sep.separate_array(s[2])[piano]}
+    systems = {"dawsep": _ours(tr, DecodeOptions(note_ends="key"))}
+    bp = _basic_pitch()
+    if bp is not None:
+        systems["Basic Pitch"] = bp
+    counts = {(c, k): np.zeros((4, 3)) for c in conds for k in systems}
+    wall = {k: 0.0 for k in systems}
+    for s in songs:
+        dur = s[1].shape[1] / SR
+        for c, get in conds.items():
+            x = get(s)
+            for k, fn in systems.items():
+                t = time.perf_counter()
+                est = fn(x)
+                wall[k] += time.perf_counter() - t
+                counts[(c, k)] += _scores(s[3], est, dur)
+    n_ref = int(counts[(next(iter(conds)), "dawsep")][0, 1])
+    info = runtime.resolve("default", "transcriber")[0]
+    lines = ["## Piano transcription", "",
+             f"{len(songs)} held-out test songs with piano (MuseScore General timbres, reserved composers), first "
+             f"{seconds:.0f} s of each, {n_ref} reference notes. mir_eval: note F1 = onset within 50 ms (offsets "
+             "ignored), note+offset = also offset within 20% of the note or 50 ms, note+velocity = mir_eval's "
+             "velocity-aware matching (onset only), frame F1 on a 10 ms piano-roll grid. dawsep decodes with "
+             "key-release note ends (the reference MIDI's note-offs are key releases).", "",
+             "| condition | system | note F1 | note+offset F1 | note+velocity F1 | frame F1 |",
+             "|---|---|---|---|---|---|"]
+    for c in conds:
+        for k in systems:
+            f = [_f1(counts[(c, k)][i]) for i in range(4)]
+            lines.append(f"| {c} | {k} | **{f[0]:.3f}** | {f[1]:.3f} | {f[2]:.3f} | {f[3]:.3f} |")
+    if bp is None:
+        lines += ["", "Basic Pitch was not installed (`make bench-extras`), so it is not in the table."]
+    x = (np.random.default_rng(0).standard_normal(SR * 60) * 0.1).astype(np.float32)
+    tr.posteriors(x[:SR], SR)
+    t = time.perf_counter()
+    tr.posteriors(x, SR)
+    rtf = 60.0 / (time.perf_counter() - t)
+    lines += ["", f"Transcriber alone (`{os.path.basename(str(info))}`), 60 s of 44.1 kHz audio including the "
+              f"resampling to 16 kHz, 2 ONNX Runtime threads: **{rtf:.0f}x real time**.", "",
+              "Command: `python -m bench.run --only transcription`."]
+    return "\n".join(lines)
