@@ -12,65 +12,6 @@ import time
 import numpy as np
 
 SR = 44100
-FRAME_S = 0.01  # frame-F1 grid
-
-
-def _songs(root: str, limit: int, seconds: float):
-    """Test songs with piano notes: ``[(name, piano (2, T), mix (2, T), notes (N, 4))]``."""
-    from dawsep.train.data.dataset import load_songs, read_excerpt
-    from dawsep.train.data.score import STEMS, read_label_midi
-
-    songs = [s for s in load_songs(root, "test", None) if s.meta.get("piano_notes", 0) > 0]
-    if not songs:
-        raise FileNotFoundError(f"no test songs with piano under {root}; build the corpus with `make data`")
-    idx = np.unique(np.linspace(0, len(songs) - 1, min(limit, len(songs))).round().astype(int))
-    out = []
-    for i in idx:
-        s = songs[i]
-        n = min(s.samples, int(seconds * SR))
-        stems = np.stack([read_excerpt(s, k, 0, n) for k in STEMS])
-        notes, _ = read_label_midi(os.path.join(s.path, "piano.mid"))
-        notes = notes[notes[:, 0] < n / SR - 0.05]
-        notes[:, 1] = np.minimum(notes[:, 1], n / SR)
-        out.append((s.meta["name"], stems[0], stems.sum(0), notes))
-    return out
-
-
-def _roll(notes: np.ndarray, duration: float) -> np.ndarray:
-    roll = np.zeros((int(np.ceil(duration / FRAME_S)) + 1, 128), bool)
-    for on, off, p, _ in notes:
-        roll[int(round(on / FRAME_S)):max(int(round(off / FRAME_S)), int(round(on / FRAME_S)) + 1), int(p)] = True
-    return roll
-
-
-def _scores(ref: np.ndarray, est: np.ndarray, duration: float) -> np.ndarray:
-    """(tp, n_ref, n_est) for note, note+offset, note+velocity, frame -> a (4, 3) count array."""
-    import mir_eval
-
-    def hz(p):
-        return 440.0 * 2.0 ** ((np.asarray(p, float) - 69) / 12)
-
-    out = np.zeros((4, 3))
-    nr, ne = len(ref), len(est)
-    if nr and ne:
-        ri, rp, ei, ep = ref[:, :2], hz(ref[:, 2]), est[:, :2], hz(est[:, 2])
-        ei = np.maximum(ei, ei[:, :1] + np.array([[0, 1e-3]]))  # mir_eval wants positive durations
-        ri = np.maximum(ri, ri[:, :1] + np.array([[0, 1e-3]]))
-        tp = [len(mir_eval.transcription.match_notes(ri, rp, ei, ep, offset_ratio=None)),
-              len(mir_eval.transcription.match_notes(ri, rp, ei, ep, offset_ratio=0.2)),
-              len(mir_eval.transcription_velocity.match_notes(ri, rp, ref[:, 3], ei, ep, est[:, 3],
-                                                              offset_ratio=None))]
-        out[:3, 0] = tp
-    out[:3, 1], out[:3, 2] = nr, ne
-    a, b = _roll(ref, duration), _roll(est, duration)
-    out[3] = ((a & b).sum(), a.sum(), b.sum())
-    return out
-
-
-def _f1(c) -> float:
-    tp, nr, ne = c
-    p, r = (tp / ne if ne else 0.0), (tp / nr if nr else 0.0)
-    return 2 * p * r / (p + r) if p + r else 0.0
 
 
 def _ours(transcriber, options):
@@ -115,11 +56,12 @@ def _basic_pitch():
 def run(quick: bool = False) -> str:
     from dawsep import runtime
     from dawsep.separate import Separator
+    from dawsep.train.evaluate import f1_of, transcription_counts, transcription_songs
     from dawsep.transcribe import DecodeOptions, Transcriber
 
     root = os.environ.get("DAWSEP_DATA", os.path.expanduser("~/.cache/dawsep/data"))
     limit, seconds = (6, 20.0) if quick else (24, 30.0)
-    songs = _songs(root, limit, seconds)
+    songs = transcription_songs(root, limit, seconds)
     tr = Transcriber("default", threads=2)
     sep = Separator("default", threads=2)
     piano = sep.stems.index("piano")
@@ -139,7 +81,7 @@ def run(quick: bool = False) -> str:
                 t = time.perf_counter()
                 est = fn(x)
                 wall[k] += time.perf_counter() - t
-                counts[(c, k)] += _scores(s[3], est, dur)
+                counts[(c, k)] += transcription_counts(s[3], est, dur)
     n_ref = int(counts[(next(iter(conds)), "dawsep")][0, 1])
     info = runtime.resolve("default", "transcriber")[0]
     lines = ["## Piano transcription", "",
@@ -152,7 +94,7 @@ def run(quick: bool = False) -> str:
              "|---|---|---|---|---|---|"]
     for c in conds:
         for k in systems:
-            f = [_f1(counts[(c, k)][i]) for i in range(4)]
+            f = [f1_of(counts[(c, k)][i]) for i in range(4)]
             lines.append(f"| {c} | {k} | **{f[0]:.3f}** | {f[1]:.3f} | {f[2]:.3f} | {f[3]:.3f} |")
     if bp is None:
         lines += ["", "Basic Pitch was not installed (`make bench-extras`), so it is not in the table."]

@@ -197,12 +197,10 @@ def ship(run_dir: str, models_dir: str, name: str, file_name: str, data_root: st
     prov_path = os.path.join(models_dir, file_name.rsplit(".", 1)[0] + ".json")
     with open(prov_path, "w") as fh:
         json.dump(provenance, fh, indent=1)
-    reg_path = os.path.join(models_dir, "registry.json")
-    reg = json.load(open(reg_path)) if os.path.exists(reg_path) else {}
-    reg.setdefault("separator", {})[name] = {"file": file_name, "sha256": sha, "description": description,
-                                             "provenance": os.path.basename(prov_path)}
-    with open(reg_path, "w") as fh:
-        json.dump(reg, fh, indent=1, sort_keys=True)
+    from export import register
+
+    register(models_dir, "separator", name, {"file": file_name, "sha256": sha, "description": description,
+                                             "provenance": os.path.basename(prov_path)})
     return {"file": out, "sha256": sha, "test": metrics["test"], "export": figures}
 
 

@@ -167,5 +167,61 @@ def export_checkpoint(ckpt: str, out: str, *, version: str | None = None, rtf_se
                   train_data=data, metrics=metrics, rtf_seconds=rtf_seconds, threads=threads)
 
 
+def _curves(run_dir: str, every: int = 100) -> dict:
+    """Training losses (thinned to ``every`` steps) and validation scores from a run's log.jsonl."""
+    train, valid = [], []
+    with open(os.path.join(run_dir, "log.jsonl")) as fh:
+        for line in fh:
+            rec = json.loads(line)
+            if "valid" in rec:
+                v = rec["valid"]
+                valid.append({"step": rec["step"], "note_f1": round(v["note_f1"], 4), "frame_f1": round(v["frame_f1"], 4),
+                              **{c: {k: round(v[c][k], 4) for k in ("loss", "note_f1", "frame_f1")}
+                                 for c in v if isinstance(v[c], dict)}})
+            elif rec["step"] % every == 0:
+                train.append({"step": rec["step"], "lr": rec["lr"],
+                              **{k: round(v, 5) for k, v in rec.items() if k.startswith("loss_")}})
+    return {"train_loss": train, "valid": valid}
+
+
+def ship(run_dir: str, models_dir: str, name: str, file_name: str, data_root: str, command: str,
+         description: str = "", train_command: str = "", test_songs: int = 24, test_seconds: float = 30.0,
+         threads: int = 2) -> dict:
+    """Export ``run_dir/best.pt`` into the package: ONNX (parity-checked, speed measured), test-split
+    note/frame F1 (clean, mix, separated by the packaged default separator) stamped into its
+    metadata, a provenance JSON beside it, and the registry entry ``name``."""
+    from dawsep import runtime
+    from dawsep.separate import Separator
+    from dawsep.train.evaluate import evaluate_transcriber, transcription_songs
+    from export import register
+
+    out = os.path.join(models_dir, file_name)
+    props = export_checkpoint(os.path.join(run_dir, "best.pt"), out, threads=threads)
+    songs = transcription_songs(data_root, test_songs, test_seconds)
+    test = evaluate_transcriber(out, songs, Separator("default", threads=threads), threads=threads)
+    metrics = json.loads(props["dawsep.metrics"])
+    metrics["test"] = test
+    stamp(out, {"dawsep.metrics": json.dumps(metrics)})
+    sha = runtime.file_sha256(out)
+    last = torch.load(os.path.join(run_dir, "last.pt"), map_location="cpu", weights_only=True)
+    best = torch.load(os.path.join(run_dir, "best.pt"), map_location="cpu", weights_only=True)
+    provenance = {
+        "model": file_name, "sha256": sha, "bytes": os.path.getsize(out), "kind": "transcriber",
+        "architecture": json.loads(props["dawsep.architecture"]), "ship_command": command,
+        "train_command": train_command, "train_config": best.get("train_config"),
+        "train_data": json.loads(props["dawsep.train_data"]),
+        "steps_trained": last.get("step"), "best_step": best.get("step"), "metrics": metrics,
+        "curves": _curves(run_dir),
+        "held_out": "test split: MuseScore General soundfonts and the reserved music21 composers, "
+                    "never read in training or validation",
+    }
+    prov = os.path.join(models_dir, file_name.rsplit(".", 1)[0] + ".json")
+    with open(prov, "w") as fh:
+        json.dump(provenance, fh, indent=1)
+    register(models_dir, "transcriber", name, {"file": file_name, "sha256": sha, "description": description,
+                                               "provenance": os.path.basename(prov)})
+    return {"file": out, "sha256": sha, "test": test, "metrics": {k: v for k, v in metrics.items() if k != "valid"}}
+
+
 __all__ = ["INPUT", "OPSET", "PARITY_TOL", "export", "export_checkpoint", "parity", "read_metadata",
-           "realtime_factor", "session", "stamp", "to_onnx"]
+           "realtime_factor", "session", "ship", "stamp", "to_onnx"]

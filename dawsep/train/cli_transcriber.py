@@ -71,3 +71,27 @@ def export(checkpoint, out, version, rtf_seconds, threads) -> None:
     props = export_module("transcriber").export_checkpoint(checkpoint, out, version=version, rtf_seconds=rtf_seconds or None,
                                                threads=threads)
     click.echo(json.dumps({"out": out, **{k: v for k, v in props.items() if k != "dawsep.architecture"}}, indent=1))
+
+
+@transcriber.command(name="ship")
+@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Training run folder (best.pt, last.pt, log.jsonl).")
+@click.option("--name", default="default", show_default=True, help="Registry name.")
+@click.option("--file", "file_name", default="transcriber.onnx", show_default=True,
+              help="File name inside dawsep/models/.")
+@click.option("--description", default="", help="One line for `dawsep models list`.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), default=DEFAULT_DATA, show_default=True)
+@click.option("--test-songs", type=int, default=24, show_default=True, help="Test songs with piano to score.")
+@click.option("--train-command", default="", help="The training command(s), recorded in the provenance JSON.")
+@_errors
+def ship(run_dir, name, file_name, description, data, test_songs, train_command) -> None:
+    """Export best.pt into dawsep/models/ with test-split note F1, provenance JSON and registry entry."""
+    import shlex
+    import sys
+
+    from dawsep import runtime
+
+    res = export_module("transcriber").ship(run_dir, str(runtime.MODELS_DIR), name, file_name, data,
+                                            " ".join(map(shlex.quote, sys.argv)), description=description,
+                                            train_command=train_command, test_songs=test_songs)
+    click.echo(json.dumps(res, indent=1))

@@ -71,3 +71,91 @@ def evaluate_model(model_path: str, songs, threads: int = 2, overlap: float = 0.
     res.update(songs=len(rows), rtf=round(audio_s / wall, 2), threads=threads,
                bytes=os.path.getsize(sep.info.path), arch=sep.info.architecture.get("arch"))
     return res
+
+
+# ------------------------------------------------------------- transcription ----
+# mir_eval (the `bench` extra) scores notes; reference notes are the test songs' piano.mid.
+
+FRAME_S = 0.01  # frame-F1 grid
+SCORES = ("note", "note+offset", "note+velocity", "frame")
+
+
+def transcription_songs(root: str, limit: int, seconds: float):
+    """Test songs with piano: ``[(name, piano (2, T), mix (2, T), notes (N, 4) onset/offset/pitch/velocity)]``,
+    evenly spaced over the split, the first ``seconds`` of each (notes cut there)."""
+    from dawsep.train.data.dataset import load_songs, read_excerpt
+    from dawsep.train.data.score import read_label_midi
+
+    songs = [s for s in load_songs(root, "test", None) if s.meta.get("piano_notes", 0) > 0]
+    if not songs:
+        raise FileNotFoundError(f"no test songs with piano under {root}; build the corpus with `make data`")
+    idx = np.unique(np.linspace(0, len(songs) - 1, min(limit, len(songs))).round().astype(int))
+    out = []
+    for i in idx:
+        s = songs[i]
+        n = min(s.samples, int(seconds * 44100))
+        stems = np.stack([read_excerpt(s, k, 0, n) for k in STEMS])
+        notes, _ = read_label_midi(os.path.join(s.path, "piano.mid"))
+        notes = notes[notes[:, 0] < n / 44100 - 0.05]
+        notes[:, 1] = np.minimum(notes[:, 1], n / 44100)
+        out.append((s.meta["name"], stems[0], stems.sum(0), notes))
+    return out
+
+
+def _roll(notes: np.ndarray, duration: float) -> np.ndarray:
+    roll = np.zeros((int(np.ceil(duration / FRAME_S)) + 1, 128), bool)
+    for on, off, p, _ in notes:
+        a = int(round(on / FRAME_S))
+        roll[a:max(int(round(off / FRAME_S)), a + 1), int(p)] = True
+    return roll
+
+
+def transcription_counts(ref: np.ndarray, est: np.ndarray, duration: float) -> np.ndarray:
+    """``(4, 3)`` counts (matched, n_ref, n_est) for ``SCORES``: mir_eval note matching with onsets
+    within 50 ms (offsets ignored / within 20% or 50 ms / velocity-aware) and a 10 ms frame grid.
+    Notes are ``(N, 4)`` rows of onset s, offset s, MIDI pitch, velocity."""
+    import mir_eval
+
+    def hz(p):
+        return 440.0 * 2.0 ** ((np.asarray(p, float) - 69) / 12)
+
+    out = np.zeros((4, 3))
+    if len(ref) and len(est):
+        # mir_eval wants strictly positive durations
+        ri = np.maximum(ref[:, :2], ref[:, :1] + np.array([[0, 1e-3]]))
+        ei = np.maximum(est[:, :2], est[:, :1] + np.array([[0, 1e-3]]))
+        rp, ep = hz(ref[:, 2]), hz(est[:, 2])
+        out[0, 0] = len(mir_eval.transcription.match_notes(ri, rp, ei, ep, offset_ratio=None))
+        out[1, 0] = len(mir_eval.transcription.match_notes(ri, rp, ei, ep, offset_ratio=0.2))
+        out[2, 0] = len(mir_eval.transcription_velocity.match_notes(ri, rp, ref[:, 3], ei, ep, est[:, 3],
+                                                                    offset_ratio=None))
+    out[:3, 1], out[:3, 2] = len(ref), len(est)
+    a, b = _roll(ref, duration), _roll(est, duration)
+    out[3] = ((a & b).sum(), a.sum(), b.sum())
+    return out
+
+
+def f1_of(counts) -> float:
+    tp, n_ref, n_est = counts
+    p, r = (tp / n_est if n_est else 0.0), (tp / n_ref if n_ref else 0.0)
+    return float(2 * p * r / (p + r)) if p + r else 0.0
+
+
+def evaluate_transcriber(model_path: str, songs, separator=None, threads: int = 2) -> dict:
+    """F1 per score for the clean stem and the mixture (and the separated stem with ``separator``)."""
+    from dawsep.transcribe import DecodeOptions, Transcriber
+
+    tr = Transcriber(model_path, threads=threads)
+    opts = DecodeOptions(note_ends="key")  # the reference note-offs are key releases
+    conds = {"clean": lambda s: s[1], "mix": lambda s: s[2]}
+    if separator is not None:
+        k = separator.stems.index("piano")
+        conds["separated"] = lambda s: separator.separate_array(s[2])[k]
+    counts = {c: np.zeros((4, 3)) for c in conds}
+    for s in songs:
+        for c, get in conds.items():
+            t = tr.transcribe(get(s), 44100, opts)
+            est = np.array([(n.start_s, n.end_s, n.pitch, n.velocity) for n in t.notes], float).reshape(-1, 4)
+            counts[c] += transcription_counts(s[3], est, s[1].shape[1] / 44100)
+    return {c: {name: round(f1_of(counts[c][i]), 4) for i, name in enumerate(SCORES)} for c in conds} | {
+        "songs": len(songs), "notes": int(counts["clean"][0, 1])}
