@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
+from dawsep.chunking import DEFAULT_OVERLAP
 from dawsep.errors import DawsepError, ModelError, OutputPathError
 
 STATE_DIR = ".dawsep"
@@ -577,7 +578,7 @@ class SeparateJob:
     preset: Any = None  # dawsep.presets.Preset | None
     two_stems: str | None = None
     output: OutputOptions | None = None
-    overlap: float = 0.25
+    overlap: float = DEFAULT_OVERLAP
     segment_seconds: float | None = None
     downmix: bool = False
     keep_tail: bool = False

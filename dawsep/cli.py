@@ -134,7 +134,7 @@ def render(input_path, preset, keep_tail, out_dir, fmt, bit_depth, downmix, jobs
               help="Write STEM and no_STEM (the mixture minus STEM) only, e.g. --two-stems piano.")
 @click.option("--model", "-m", default=None,
               help="Separator: packaged name (see `dawsep models list`) or path to an .onnx file [default: default].")
-@click.option("--overlap", type=click.FloatRange(0.0, 0.9), default=0.25, show_default=True,
+@click.option("--overlap", type=click.FloatRange(0.0, 0.9), default=0.1, show_default=True,
               help="Fraction of each chunk cross-faded with the next.")
 @click.option("--segment-seconds", type=click.FloatRange(1.0, 120.0), default=None,
               help="Chunk length (default: the model's).")

@@ -16,10 +16,9 @@ import numpy as np
 
 from dawsep import runtime
 from dawsep.chain import register_model_step
-from dawsep.chunking import OverlapAdd
+from dawsep.chunking import DEFAULT_OVERLAP, OverlapAdd
 from dawsep.errors import AudioFormatError, ModelError
 
-DEFAULT_OVERLAP = 0.25
 
 
 class Separator:

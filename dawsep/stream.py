@@ -105,11 +105,13 @@ class StreamingSeparator:
     """
 
     def __init__(self, model="default", max_block_size: int = 8192, *, sample_rate: int | None = None,
-                 segment_seconds: float | None = None, overlap: float = 0.25, threads: int = 1, separator=None):
+                 segment_seconds: float | None = None, overlap: float | None = None, threads: int = 1, separator=None):
         from dawsep.separate import Separator
 
-        self.separator = separator or Separator(model, segment_seconds=segment_seconds, overlap=overlap,
-                                                threads=threads)
+        from dawsep.separate import DEFAULT_OVERLAP
+
+        self.separator = separator or Separator(model, segment_seconds=segment_seconds, threads=threads,
+                                                overlap=DEFAULT_OVERLAP if overlap is None else overlap)
         self.stems = self.separator.stems
         self.sample_rate = int(sample_rate or self.separator.sample_rate)
         self._engine = self.separator.stream()

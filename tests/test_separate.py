@@ -17,7 +17,7 @@ from dawsep.chain import Chain, ModelStepSpec
 from dawsep.cli import main
 from dawsep.errors import AudioFormatError, ModelError
 from dawsep.presets import load_preset
-from dawsep.separate import Separator, SeparatorStep
+from dawsep.separate import DEFAULT_OVERLAP, Separator, SeparatorStep
 
 from conftest import with_model
 
@@ -42,7 +42,7 @@ def sep(tiny_separator):
 
 def test_metadata_drives_the_runtime(sep):
     assert sep.stems == STEMS and sep.sample_rate == SR
-    assert sep.segment == sep.info.segment_samples and sep.overlap == round(0.25 * sep.segment)
+    assert sep.segment == sep.info.segment_samples and sep.overlap == round(DEFAULT_OVERLAP * sep.segment)
     assert sep.info.kind == "separator" and sep.info.architecture["arch"] == "unet"
 
 

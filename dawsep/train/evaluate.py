@@ -53,11 +53,13 @@ def baselines(songs, n_fft: int = 2048, hop: int = 1024, n_bins: int = 768) -> d
     return {"mixture": summarize(mix_rows), "uniform": summarize(uni_rows), "irm": summarize(irm_rows)}
 
 
-def evaluate_model(model_path: str, songs, threads: int = 2, overlap: float = 0.25) -> dict:
+def evaluate_model(model_path: str, songs, threads: int = 2, overlap: float | None = None) -> dict:
     """SDR table of one separator ONNX over ``songs``, plus its real-time factor on them."""
     from dawsep.separate import Separator
 
-    sep = Separator(model_path, threads=threads, overlap=overlap)
+    from dawsep.separate import DEFAULT_OVERLAP
+
+    sep = Separator(model_path, threads=threads, overlap=DEFAULT_OVERLAP if overlap is None else overlap)
     order = [sep.stems.index(s) for s in STEMS]
     rows, audio_s, wall = [], 0.0, 0.0
     for _, stems in songs:
