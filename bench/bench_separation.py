@@ -69,6 +69,7 @@ def _torch_vs_onnx(path: str, seconds: float = 10.0, threads: int = 2) -> tuple[
 
 def run(quick: bool = False) -> str:
     from dawsep import runtime
+    from dawsep.chunking import DEFAULT_OVERLAP
     from dawsep.train.evaluate import baselines, evaluate_model, test_songs
 
     root = _data_root()
@@ -84,8 +85,8 @@ def run(quick: bool = False) -> str:
     lines += [f"Held-out test split: {len(songs)} songs ({seconds / 60:.1f} min; kinds gen + m21, MuseScore General "
               f"timbres and reserved composers, never seen in training or validation). SDR in dB, median over "
               f"songs of the median over 1 s chunks (energy-ratio SDR, museval chunking; see "
-              f"`dawsep/train/evaluate.py`). Models run through the ONNX runtime path (`Separator`, 25 % "
-              f"overlap-add), 2 threads.", "",
+              f"`dawsep/train/evaluate.py`). Models run through the ONNX runtime path (`Separator`, "
+              f"{DEFAULT_OVERLAP:.0%} overlap-add), 2 threads.", "",
               "| estimate | " + " | ".join(STEMS) + " | mean | notes |",
               "|---|" + "---|" * (len(STEMS) + 2)]
     base = baselines(songs, arch.get("n_fft", 2048), arch.get("hop", 1024), arch.get("n_bins", 768))

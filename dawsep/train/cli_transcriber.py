@@ -29,6 +29,9 @@ def transcriber() -> None:
 @click.option("--segment-seconds", type=float, default=5.0, show_default=True, help="Training excerpt length.")
 @click.option("--lr", type=float, default=6e-4, show_default=True)
 @click.option("--warmup", type=int, default=300, show_default=True, help="Linear learning-rate warm-up steps.")
+@click.option("--conditions", default=None,
+              help='JSON mix of training conditions, e.g. \'{"clean": 0.5, "mix": 0.25, "residue": 0.25}\' '
+                   "(default: the dataset's).")
 @click.option("--valid-every", type=int, default=2000, show_default=True)
 @click.option("--valid-items", type=int, default=32, show_default=True, help="Valid excerpts per condition.")
 @click.option("--checkpoint-every", type=int, default=500, show_default=True)
@@ -41,7 +44,7 @@ def transcriber() -> None:
 @click.option("--model-config", "model_config", default=None,
               help='JSON overrides of TranscriberConfig, e.g. \'{"rnn": 96}\' (new runs only).')
 @_errors
-def train(data, out, steps, batch, segment_seconds, lr, warmup, valid_every, valid_items, checkpoint_every, log_every,
+def train(data, out, steps, batch, segment_seconds, lr, warmup, conditions, valid_every, valid_items, checkpoint_every, log_every,
           workers, threads, device, seed, model_config) -> None:
     """Train (resumable) on the rendered corpus."""
     # Shared cores: spinning OpenMP workers stall when another process holds a core; passive
@@ -51,6 +54,7 @@ def train(data, out, steps, batch, segment_seconds, lr, warmup, valid_every, val
     from dawsep.train.transcriber import TranscriberConfig
 
     cfg = TrainConfig(data=data, out=out, steps=steps, batch=batch, segment_seconds=segment_seconds, lr=lr, warmup=warmup,
+                      conditions=json.loads(conditions) if conditions else None,
                       valid_every=valid_every, valid_items=valid_items, checkpoint_every=checkpoint_every,
                       log_every=log_every, workers=workers, threads=threads, device=device, seed=seed)
     mc = TranscriberConfig.from_dict(json.loads(model_config)) if model_config else None
