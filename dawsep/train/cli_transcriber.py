@@ -32,6 +32,8 @@ def transcriber() -> None:
 @click.option("--conditions", default=None,
               help='JSON mix of training conditions, e.g. \'{"clean": 0.5, "mix": 0.25, "residue": 0.25}\' '
                    "(default: the dataset's).")
+@click.option("--pos-weight", default=None,
+              help='JSON BCE weight of positives per head, e.g. \'{"onset": 4}\' (can change on resume).')
 @click.option("--valid-every", type=int, default=2000, show_default=True)
 @click.option("--valid-items", type=int, default=32, show_default=True, help="Valid excerpts per condition.")
 @click.option("--checkpoint-every", type=int, default=500, show_default=True)
@@ -44,7 +46,7 @@ def transcriber() -> None:
 @click.option("--model-config", "model_config", default=None,
               help='JSON overrides of TranscriberConfig, e.g. \'{"rnn": 96}\' (new runs only).')
 @_errors
-def train(data, out, steps, batch, segment_seconds, lr, warmup, conditions, valid_every, valid_items, checkpoint_every, log_every,
+def train(data, out, steps, batch, segment_seconds, lr, warmup, conditions, pos_weight, valid_every, valid_items, checkpoint_every, log_every,
           workers, threads, device, seed, model_config) -> None:
     """Train (resumable) on the rendered corpus."""
     # Shared cores: spinning OpenMP workers stall when another process holds a core; passive
@@ -55,6 +57,7 @@ def train(data, out, steps, batch, segment_seconds, lr, warmup, conditions, vali
 
     cfg = TrainConfig(data=data, out=out, steps=steps, batch=batch, segment_seconds=segment_seconds, lr=lr, warmup=warmup,
                       conditions=json.loads(conditions) if conditions else None,
+                      pos_weight=json.loads(pos_weight) if pos_weight else {},
                       valid_every=valid_every, valid_items=valid_items, checkpoint_every=checkpoint_every,
                       log_every=log_every, workers=workers, threads=threads, device=device, seed=seed)
     mc = TranscriberConfig.from_dict(json.loads(model_config)) if model_config else None
