@@ -82,15 +82,15 @@ FRAME_S = 0.01  # frame-F1 grid
 SCORES = ("note", "note+offset", "note+velocity", "frame")
 
 
-def transcription_songs(root: str, limit: int, seconds: float):
-    """Test songs with piano: ``[(name, piano (2, T), mix (2, T), notes (N, 4) onset/offset/pitch/velocity)]``,
+def transcription_songs(root: str, limit: int, seconds: float, split: str = "test"):
+    """Songs with piano (the test split unless told): ``[(name, piano (2, T), mix (2, T), notes (N, 4) onset/offset/pitch/velocity)]``,
     evenly spaced over the split, the first ``seconds`` of each (notes cut there)."""
     from dawsep.train.data.dataset import load_songs, read_excerpt
     from dawsep.train.data.score import read_label_midi
 
-    songs = [s for s in load_songs(root, "test", None) if s.meta.get("piano_notes", 0) > 0]
+    songs = [s for s in load_songs(root, split, None) if s.meta.get("piano_notes", 0) > 0]
     if not songs:
-        raise FileNotFoundError(f"no test songs with piano under {root}; build the corpus with `make data`")
+        raise FileNotFoundError(f"no {split} songs with piano under {root}; build the corpus with `make data`")
     idx = np.unique(np.linspace(0, len(songs) - 1, min(limit, len(songs))).round().astype(int))
     out = []
     for i in idx:
@@ -143,12 +143,14 @@ def f1_of(counts) -> float:
     return float(2 * p * r / (p + r)) if p + r else 0.0
 
 
-def evaluate_transcriber(model_path: str, songs, separator=None, threads: int = 2) -> dict:
-    """F1 per score for the clean stem and the mixture (and the separated stem with ``separator``)."""
+def evaluate_transcriber(model_path: str, songs, separator=None, threads: int = 2, options=None) -> dict:
+    """F1 per score for the clean stem and the mixture (and the separated stem with ``separator``),
+    decoded with ``options`` (default: :class:`DecodeOptions` with key-release note ends, since the
+    reference note-offs are key releases)."""
     from dawsep.transcribe import DecodeOptions, Transcriber
 
     tr = Transcriber(model_path, threads=threads)
-    opts = DecodeOptions(note_ends="key")  # the reference note-offs are key releases
+    opts = options or DecodeOptions(note_ends="key")
     conds = {"clean": lambda s: s[1], "mix": lambda s: s[2]}
     if separator is not None:
         k = separator.stems.index("piano")
@@ -161,3 +163,22 @@ def evaluate_transcriber(model_path: str, songs, separator=None, threads: int = 
             counts[c] += transcription_counts(s[3], est, s[1].shape[1] / 44100)
     return {c: {name: round(f1_of(counts[c][i]), 4) for i, name in enumerate(SCORES)} for c in conds} | {
         "songs": len(songs), "notes": int(counts["clean"][0, 1])}
+
+
+def tune_onset_threshold(model_path: str, root: str, limit: int = 16, seconds: float = 30.0,
+                         thresholds=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7), threads: int = 2) -> dict:
+    """Note F1 (clean and mix, summed counts) per onset threshold on the **valid** split, where
+    decoding thresholds are chosen (the test split only reports)."""
+    from dawsep.transcribe import DecodeOptions, Transcriber, decode
+
+    tr = Transcriber(model_path, threads=threads)
+    songs = transcription_songs(root, limit, seconds, split="valid")
+    counts = {t: np.zeros(3) for t in thresholds}
+    for s in songs:
+        for x in (s[1], s[2]):
+            post = tr.posteriors(x, 44100)
+            for t in thresholds:
+                notes, _ = decode(post, tr.hop_s, DecodeOptions(onset_threshold=t, note_ends="key"), tr.min_pitch)
+                est = np.array([(n.start_s, n.end_s, n.pitch, n.velocity) for n in notes], float).reshape(-1, 4)
+                counts[t] += transcription_counts(s[3], est, s[1].shape[1] / 44100)[0]
+    return {t: round(f1_of(c), 4) for t, c in counts.items()}
