@@ -165,20 +165,30 @@ def evaluate_transcriber(model_path: str, songs, separator=None, threads: int = 
         "songs": len(songs), "notes": int(counts["clean"][0, 1])}
 
 
-def tune_onset_threshold(model_path: str, root: str, limit: int = 16, seconds: float = 30.0,
-                         thresholds=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7), threads: int = 2) -> dict:
-    """Note F1 (clean and mix, summed counts) per onset threshold on the **valid** split, where
-    decoding thresholds are chosen (the test split only reports)."""
+def tune_thresholds(model_path: str, root: str, limit: int = 16, seconds: float = 30.0,
+                    onsets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), offsets=(0.5, 0.7, 0.9, 1.0),
+                    threads: int = 2) -> dict:
+    """Decoding thresholds chosen on the **valid** split (the test split only reports): the onset
+    threshold by note F1, then, at that onset threshold, the offset threshold by note+offset F1
+    (1.0 turns offset peaks off: notes end where their frames stop). Clean and mix counts summed."""
     from dawsep.transcribe import DecodeOptions, Transcriber, decode
 
     tr = Transcriber(model_path, threads=threads)
     songs = transcription_songs(root, limit, seconds, split="valid")
-    counts = {t: np.zeros(3) for t in thresholds}
-    for s in songs:
-        for x in (s[1], s[2]):
-            post = tr.posteriors(x, 44100)
-            for t in thresholds:
-                notes, _ = decode(post, tr.hop_s, DecodeOptions(onset_threshold=t, note_ends="key"), tr.min_pitch)
-                est = np.array([(n.start_s, n.end_s, n.pitch, n.velocity) for n in notes], float).reshape(-1, 4)
-                counts[t] += transcription_counts(s[3], est, s[1].shape[1] / 44100)[0]
-    return {t: round(f1_of(c), 4) for t, c in counts.items()}
+    posts = [(s, tr.posteriors(x, 44100)) for s in songs for x in (s[1], s[2])]
+
+    def score(onset, offset, which):
+        c = np.zeros(3)
+        for s, post in posts:
+            notes, _ = decode(post, tr.hop_s, DecodeOptions(onset_threshold=onset, offset_threshold=offset,
+                                                            note_ends="key"), tr.min_pitch)
+            est = np.array([(n.start_s, n.end_s, n.pitch, n.velocity) for n in notes], float).reshape(-1, 4)
+            c += transcription_counts(s[3], est, s[1].shape[1] / 44100)[which]
+        return round(f1_of(c), 4)
+
+    by_onset = {t: score(t, 0.5, 0) for t in onsets}
+    best_on = max(by_onset, key=by_onset.get)
+    by_offset = {t: score(best_on, t, 1) for t in offsets}
+    best_off = max(by_offset, key=by_offset.get)
+    return {"onset_threshold": best_on, "offset_threshold": best_off, "note_f1_by_onset": by_onset,
+            "note_offset_f1_by_offset": by_offset, "songs": len(songs), "split": "valid"}
