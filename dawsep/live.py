@@ -103,8 +103,8 @@ class _ChainAndMidi:
     """The worker's job per block: the chain's audio, and (optionally) the transcriber's events,
     kept as ``(sample position in the input, message)``."""
 
-    def __init__(self, chain, transcriber):
-        self.chain, self.transcriber = chain, transcriber
+    def __init__(self, chain, transcriber, to_device: bool = False):
+        self.chain, self.transcriber, self.to_device = chain, transcriber, to_device
         self.max_block_size, self.latency_samples = chain.max_block_size, chain.latency_samples
         self.events: list = []        # everything, for the MIDI file
         self.pending = collections.deque()  # (offset in the output block stream, message) for a device
@@ -116,7 +116,8 @@ class _ChainAndMidi:
             t = self.transcriber
             for off, msg in t.process(block):
                 self.events.append((self._pos + off - t.latency_samples, msg))
-                self.pending.append((self._pos + off, msg))
+                if self.to_device:  # drained by the callback; without a device it would only grow
+                    self.pending.append((self._pos + off, msg))
         self._pos += block.shape[-1]
         return y
 
@@ -155,7 +156,7 @@ def run_live(preset, *, input_file: str | None = None, offline: str | None = Non
 
         transcriber = StreamingTranscriber(preset.transcribe.model, max_block_size=block_size, sample_rate=sr,
                                            options=options_from_preset(preset.transcribe))
-    job = _ChainAndMidi(chain, transcriber)
+    job = _ChainAndMidi(chain, transcriber, to_device=midi_output_device is not None)
     proc = RealtimeRunner(job, buffer_samples, realtime=not offline)
     latency = proc.latency_samples + block_size
     times: list[float] = []
