@@ -75,7 +75,7 @@ NOTE_ENDS = ("pedal", "key")
 class DecodeOptions:
     """Thresholds on the posteriors (0-1), minimum note length, pedal handling."""
 
-    onset_threshold: float = 0.5
+    onset_threshold: float = 0.7
     frame_threshold: float = 0.3
     offset_threshold: float = 0.5
     min_note_ms: float = 30.0
