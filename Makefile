@@ -21,9 +21,9 @@ install: sysdeps $(STAMP)
 
 demo: install
 	$(BIN)/dawsep separate demo/demo_song.flac -o demo-out/stems
-	$(BIN)/dawsep separate demo/demo_song.flac -o demo-out/piano --preset piano --no-midi  # MIDI once a transcriber ships
-	$(BIN)/python scripts/demo_score.py demo-out/stems/demo_song demo/demo_song.reference
-	@echo "demo: stems in demo-out/stems/demo_song/, the piano preset's output in demo-out/piano/demo_song/"
+	$(BIN)/dawsep separate demo/demo_song.flac -o demo-out/piano --preset piano --plot
+	$(BIN)/python scripts/demo_score.py demo-out/stems/demo_song demo/demo_song.reference demo-out/piano/demo_song/piano.mid
+	@echo "demo: stems in demo-out/stems/demo_song/, the piano preset's stem, piano.mid and piano.png in demo-out/piano/demo_song/"
 
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -1,6 +1,7 @@
-"""Score the demo's separated stems against the demo song's true stems (SDR per stem, dB).
+"""Score the demo's separated stems against the demo song's true stems (SDR per stem, dB) and,
+given the piano preset's MIDI, its notes against the true piano part (onset within 50 ms).
 
-Usage: python scripts/demo_score.py demo-out/stems/demo_song demo/demo_song.reference
+Usage: python scripts/demo_score.py demo-out/stems/demo_song demo/demo_song.reference [piano.mid]
 """
 from __future__ import annotations
 
@@ -33,5 +34,41 @@ def main(est_dir: str, ref_dir: str) -> int:
     return 0 if rows else 1
 
 
+def onsets(path: str) -> list[tuple[float, int]]:
+    import mido
+
+    t, out = 0.0, []
+    for msg in mido.MidiFile(path):  # delta times in seconds, tempo applied
+        t += msg.time
+        if msg.type == "note_on" and msg.velocity > 0:
+            out.append((t, msg.note))
+    return out
+
+
+def note_f1(ref_mid: str, est_mid: str, tol: float = 0.05) -> tuple[float, int, int]:
+    """Onset-only note F1 (same pitch, onsets within ``tol``; greedy in time, per pitch)."""
+    ref, est = onsets(ref_mid), onsets(est_mid)
+    matched = 0
+    for pitch in {p for _, p in ref}:
+        r = sorted(t for t, p in ref if p == pitch)
+        e = sorted(t for t, p in est if p == pitch)
+        i = j = 0
+        while i < len(r) and j < len(e):
+            if abs(r[i] - e[j]) <= tol:
+                matched, i, j = matched + 1, i + 1, j + 1
+            elif e[j] < r[i]:
+                j += 1
+            else:
+                i += 1
+    p = matched / len(est) if est else 0.0
+    r = matched / len(ref) if ref else 0.0
+    return (2 * p * r / (p + r) if p + r else 0.0), len(ref), len(est)
+
+
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:3]))
+    code = main(*sys.argv[1:3])
+    if len(sys.argv) > 3:
+        f1, n_ref, n_est = note_f1(str(Path(sys.argv[2]) / "piano.mid"), sys.argv[3])
+        print(f"demo: piano MIDI from the piano preset: note F1 {f1:.3f} (onsets within 50 ms; "
+              f"{n_est} notes written, {n_ref} played)")
+    sys.exit(code)
