@@ -316,11 +316,11 @@ class RealtimeRunner:
         self.worker_ms = collections.deque(maxlen=4096)
         self._closed = False
         self._busy = False
-        self._state(None)
+        self._state()
         self._thread = threading.Thread(target=self._work, name="dawsep-stream-worker", daemon=True)
         self._thread.start()
 
-    def _state(self, shape) -> None:
+    def _state(self) -> None:
         self._done.clear()
         self._ready = 0
         self._prime = self.buffer_samples  # silence owed before the first processed sample
@@ -423,7 +423,7 @@ class RealtimeRunner:
         self.drain()
         with self._cv:
             self.processor.reset()
-            self._state(None)
+            self._state()
 
     def close(self) -> None:
         with self._cv:

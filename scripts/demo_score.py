@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 
 from dawsep.metrics import STEMS, sdr_song
