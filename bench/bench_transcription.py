@@ -16,8 +16,9 @@ SR = 44100
 
 def _ours(transcriber, options):
     def run(audio):
-        t = transcriber.transcribe(audio, SR, options)
-        return np.array([(n.start_s, n.end_s, n.pitch, n.velocity) for n in t.notes], float).reshape(-1, 4)
+        from dawsep.train.evaluate import notes_array
+
+        return notes_array(transcriber.transcribe(audio, SR, options).notes)
     return run
 
 

@@ -264,28 +264,14 @@ def _finish(report: LiveReport, proc, job: _ChainAndMidi, midi_file: str | None)
 
 
 def write_events_midi(events, sample_rate: int, path: str) -> None:
-    """``[(sample position, mido.Message), ...]`` -> a type-1 MIDI file (480 ticks per beat, 120 bpm
-    tempo track, a "Piano" track on program 0), written atomically."""
-    import mido
+    """``[(sample position, mido.Message), ...]`` -> a type-1 MIDI file, as ``dawsep transcribe``
+    writes them (:func:`dawsep.transcribe.midi_from_events`), saved atomically."""
+    from dawsep.transcribe import midi_from_events, write_midi
 
-    from dawsep.transcribe import _atomic_write
-
-    ticks_per_s = 480 * 2  # 120 bpm
-    mid = mido.MidiFile(type=1, ticks_per_beat=480)
-    tempo = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500000, time=0),
-                            mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0)])
-    track = mido.MidiTrack([mido.MetaMessage("track_name", name="Piano", time=0),
-                            mido.Message("program_change", program=0, channel=0, time=0)])
-    now = 0
-    for pos, msg in sorted(events, key=lambda e: e[0]):
-        tick = max(0, round(max(0, pos) * ticks_per_s / sample_rate))
-        track.append(msg.copy(time=tick - now))
-        now = tick
-    mid.tracks += [tempo, track]
-    buf = io.BytesIO()
-    mid.save(file=buf)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(Path(path), buf.getvalue())
+    # the transcriber already orders messages at one position (offs before ons): keep that order
+    timed = [(max(0, pos) / sample_rate, i, msg) for i, (pos, msg) in enumerate(events)]
+    write_midi(midi_from_events(timed, name=Path(path).stem), path)
 
 
 def _decode_to_wav(path: str, out: Path) -> str:

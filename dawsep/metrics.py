@@ -36,3 +36,17 @@ def summarize(per_song: list[list[float]], stems=STEMS) -> dict:
     med = {s: (float(np.nanmedian(arr[:, i])) if np.isfinite(arr[:, i]).any() else float("nan"))
            for i, s in enumerate(stems)}
     return {"sdr": med, "mean": float(np.nanmean(list(med.values())))}
+
+
+def match_times(ref, est, tol: float) -> int:
+    """Size of a maximum matching of two sorted 1-D time lists within ``tol`` (greedy is optimal
+    for intervals on a line): the onset matching of note F1, one pitch at a time."""
+    i = j = m = 0
+    while i < len(ref) and j < len(est):
+        if abs(ref[i] - est[j]) <= tol:
+            m, i, j = m + 1, i + 1, j + 1
+        elif est[j] < ref[i]:
+            j += 1
+        else:
+            i += 1
+    return m

@@ -360,12 +360,12 @@ class RealtimeRunner:
                         self._ready += y.shape[-1] - cut
                 self._cv.notify_all()
 
-    def _take(self, n: int, like: np.ndarray) -> np.ndarray:
-        """``n`` samples from the primed silence and the done queue (lock held)."""
+    def _take(self, n: int, lead: tuple) -> np.ndarray:
+        """``n`` samples, shape ``lead + (n,)``, from the primed silence and the done queue (lock held)."""
         parts = []
         if self._prime:
             k = min(self._prime, n)
-            parts.append(np.zeros(like.shape[:-1] + (k,), np.float32))
+            parts.append(np.zeros(lead + (k,), np.float32))
             self._prime -= k
             n -= k
         while n and self._done:
@@ -382,7 +382,7 @@ class RealtimeRunner:
             self._ready -= k
             n -= k
         if n:  # dropout: silence now, and the late samples are dropped when they come
-            parts.append(np.zeros(like.shape[:-1] + (n,), np.float32))
+            parts.append(np.zeros(lead + (n,), np.float32))
             self._skip += n
             self.dropouts += 1
             self.dropped_samples += n
@@ -394,8 +394,7 @@ class RealtimeRunner:
         if not (x.ndim == 1 or (x.ndim == 2 and x.shape[0] in (1, 2))) or n > self.max_block_size:
             raise PluginError(f"expected a (channels, samples) block with 1 or 2 channels and at most "
                               f"{self.max_block_size} samples, got {x.shape}")
-        # the output has the shape the processor gives for this input (stems for a separator)
-        like = np.empty(self._out_shape(x), np.float32)
+        lead = self._lead_shape(x)  # what the processor gives for this input (stems for a separator)
         with self._cv:
             if self._closed:
                 raise PluginError("the runner was closed")
@@ -405,12 +404,12 @@ class RealtimeRunner:
                 need = max(0, n - self._prime)
                 while self._ready < need and not any(isinstance(d, Exception) for d in self._done):
                     self._cv.wait()
-            return self._take(n, like)
+            return self._take(n, lead)
 
-    def _out_shape(self, x: np.ndarray) -> tuple:
+    def _lead_shape(self, x: np.ndarray) -> tuple:
         ch = 1 if x.ndim == 1 else x.shape[0]
         stems = getattr(self.processor, "stems", None)
-        return ((len(stems), ch) if stems is not None else (ch,)) + (0,)
+        return (len(stems), ch) if stems is not None else (ch,)
 
     def drain(self) -> None:
         """Wait until the worker has processed every queued block (not for a realtime thread)."""

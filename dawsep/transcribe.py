@@ -219,6 +219,41 @@ def _key_release(note: NoteEvent, pedal: list[PedalEvent], hop_s: float, min_s: 
     return note
 
 
+def midi_from_events(events, bpm: float = DEFAULT_BPM, name: str = "dawsep transcription"):
+    """``[(seconds, order, mido.Message), ...]`` -> ``mido.MidiFile``: type 1, 480 ticks per beat;
+    track 0 tempo and 4/4; track 1 "Piano" (program 0, channel 0) with the messages in time order
+    (``order`` breaks ties). Used for files (:meth:`Transcription.to_midi`) and live recordings."""
+    import mido
+
+    ticks_per_s = TICKS_PER_BEAT * bpm / 60.0
+    mid = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
+    meta = mido.MidiTrack()
+    meta.append(mido.MetaMessage("track_name", name=name, time=0))
+    meta.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0))
+    meta.append(mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0))
+    meta.append(mido.MetaMessage("end_of_track", time=0))
+    piano = mido.MidiTrack()
+    piano.append(mido.MetaMessage("track_name", name="Piano", time=0))
+    piano.append(mido.Message("program_change", program=0, channel=0, time=0))
+    now = 0
+    for tick, _, msg in sorted(((max(0, int(round(t * ticks_per_s))), o, m) for t, o, m in events),
+                               key=lambda ev: (ev[0], ev[1])):
+        piano.append(msg.copy(time=tick - now))
+        now = tick
+    piano.append(mido.MetaMessage("end_of_track", time=0))
+    mid.tracks.extend([meta, piano])
+    return mid
+
+
+def write_midi(mid, path: str | os.PathLike) -> Path:
+    """Save a ``mido.MidiFile`` atomically (temp file, fsync, rename)."""
+    path = Path(path)
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    _atomic_write(path, buf.getvalue())
+    return path
+
+
 # ------------------------------------------------------------------------------ outputs
 @dataclass
 class Transcription:
@@ -235,37 +270,19 @@ class Transcription:
         (program 0, channel 0) with the notes and, when the pedal is on, CC64."""
         import mido
 
-        ticks_per_s = TICKS_PER_BEAT * bpm / 60.0
-        mid = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
-        meta = mido.MidiTrack()
-        meta.append(mido.MetaMessage("track_name", name=name, time=0))
-        meta.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0))
-        meta.append(mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0))
-        meta.append(mido.MetaMessage("end_of_track", time=0))
-        piano = mido.MidiTrack()
-        piano.append(mido.MetaMessage("track_name", name="Piano", time=0))
-        piano.append(mido.Message("program_change", program=0, channel=0, time=0))
-        # (tick, order, message): at one tick, pedal-up and note-offs go before note-ons, so a
-        # re-struck key is released first
+        # (seconds, order, message): at one time, pedal-up and note-offs go before note-ons, so a
+        # re-struck key is released first; a note lasts at least one tick
+        tick_s = 60.0 / (TICKS_PER_BEAT * bpm)
         events = []
         for e in self.notes:
-            a = int(round(e.start_s * ticks_per_s))
-            b = max(a + 1, int(round(e.end_s * ticks_per_s)))
-            events.append((a, 2, mido.Message("note_on", note=e.pitch, velocity=e.velocity, channel=0)))
-            events.append((b, 1, mido.Message("note_off", note=e.pitch, velocity=0, channel=0)))
+            end = max(e.end_s, round(e.start_s / tick_s) * tick_s + tick_s)
+            events.append((e.start_s, 2, mido.Message("note_on", note=e.pitch, velocity=e.velocity, channel=0)))
+            events.append((end, 1, mido.Message("note_off", note=e.pitch, velocity=0, channel=0)))
         for p in self.pedal:
-            a = int(round(p.start_s * ticks_per_s))
-            b = max(a + 1, int(round(p.end_s * ticks_per_s)))
-            events.append((a, 3, mido.Message("control_change", control=64, value=127, channel=0)))
-            events.append((b, 0, mido.Message("control_change", control=64, value=0, channel=0)))
-        events.sort(key=lambda ev: (ev[0], ev[1]))
-        now = 0
-        for tick, _, msg in events:
-            piano.append(msg.copy(time=tick - now))
-            now = tick
-        piano.append(mido.MetaMessage("end_of_track", time=0))
-        mid.tracks.extend([meta, piano])
-        return mid
+            end = max(p.end_s, round(p.start_s / tick_s) * tick_s + tick_s)
+            events.append((p.start_s, 3, mido.Message("control_change", control=64, value=127, channel=0)))
+            events.append((end, 0, mido.Message("control_change", control=64, value=0, channel=0)))
+        return midi_from_events(events, bpm, name)
 
     def to_dict(self) -> dict:
         return {"notes": [asdict(n) for n in self.notes], "pedal": [asdict(p) for p in self.pedal],
@@ -284,10 +301,8 @@ class Transcription:
         path = Path(path)
         ext = path.suffix.lower()
         if ext in (".mid", ".midi"):
-            buf = io.BytesIO()
-            self.to_midi(bpm, name=path.stem).save(file=buf)
-            data = buf.getvalue()
-        elif ext == ".json":
+            return write_midi(self.to_midi(bpm, name=path.stem), path)
+        if ext == ".json":
             data = json.dumps(self.to_dict(), indent=1).encode()
         elif ext == ".csv":
             data = self.to_csv().encode()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from dawsep.metrics import STEMS, sdr_song
+from dawsep.metrics import STEMS, match_times, sdr_song
 
 
 def main(est_dir: str, ref_dir: str) -> int:
@@ -47,18 +47,8 @@ def onsets(path: str) -> list[tuple[float, int]]:
 def note_f1(ref_mid: str, est_mid: str, tol: float = 0.05) -> tuple[float, int, int]:
     """Onset-only note F1 (same pitch, onsets within ``tol``; greedy in time, per pitch)."""
     ref, est = onsets(ref_mid), onsets(est_mid)
-    matched = 0
-    for pitch in {p for _, p in ref}:
-        r = sorted(t for t, p in ref if p == pitch)
-        e = sorted(t for t, p in est if p == pitch)
-        i = j = 0
-        while i < len(r) and j < len(e):
-            if abs(r[i] - e[j]) <= tol:
-                matched, i, j = matched + 1, i + 1, j + 1
-            elif e[j] < r[i]:
-                j += 1
-            else:
-                i += 1
+    matched = sum(match_times(sorted(t for t, p in ref if p == pitch), sorted(t for t, p in est if p == pitch), tol)
+                  for pitch in {p for _, p in ref})
     p = matched / len(est) if est else 0.0
     r = matched / len(ref) if ref else 0.0
     return (2 * p * r / (p + r) if p + r else 0.0), len(ref), len(est)

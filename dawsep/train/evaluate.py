@@ -137,6 +137,11 @@ def transcription_counts(ref: np.ndarray, est: np.ndarray, duration: float) -> n
     return out
 
 
+def notes_array(notes) -> np.ndarray:
+    """``NoteEvent``s -> ``(N, 4)`` rows of onset s, offset s, MIDI pitch, velocity (the scoring layout)."""
+    return np.array([(n.start_s, n.end_s, n.pitch, n.velocity) for n in notes], float).reshape(-1, 4)
+
+
 def f1_of(counts) -> float:
     tp, n_ref, n_est = counts
     p, r = (tp / n_est if n_est else 0.0), (tp / n_ref if n_ref else 0.0)
@@ -159,7 +164,7 @@ def evaluate_transcriber(model_path: str, songs, separator=None, threads: int = 
     for s in songs:
         for c, get in conds.items():
             t = tr.transcribe(get(s), 44100, opts)
-            est = np.array([(n.start_s, n.end_s, n.pitch, n.velocity) for n in t.notes], float).reshape(-1, 4)
+            est = notes_array(t.notes)
             counts[c] += transcription_counts(s[3], est, s[1].shape[1] / 44100)
     return {c: {name: round(f1_of(counts[c][i]), 4) for i, name in enumerate(SCORES)} for c in conds} | {
         "songs": len(songs), "notes": int(counts["clean"][0, 1])}
@@ -182,7 +187,7 @@ def tune_thresholds(model_path: str, root: str, limit: int = 16, seconds: float 
         for s, post in posts:
             notes, _ = decode(post, tr.hop_s, DecodeOptions(onset_threshold=onset, offset_threshold=offset,
                                                             note_ends="key"), tr.min_pitch)
-            est = np.array([(n.start_s, n.end_s, n.pitch, n.velocity) for n in notes], float).reshape(-1, 4)
+            est = notes_array(notes)
             c += transcription_counts(s[3], est, s[1].shape[1] / 44100)[which]
         return round(f1_of(c), 4)
 

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dawsep.errors import DawsepError
+from dawsep.metrics import match_times
 from dawsep.train.transcriber import OUTPUTS, PianoTranscriber, TranscriberConfig
 
 DEFAULT_DATA = os.path.join(os.path.expanduser("~"), ".cache", "dawsep", "data")
@@ -78,7 +79,8 @@ def losses(logits: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
     """Per-head losses and their weighted sum ``total``; logits/labels ``(B, F, 88)``, pedal ``(B, F, 1)``."""
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     pw = pos_weight or {}
-    out = {k: bce(logits[k], batch[k], pos_weight=torch.tensor(float(pw[k])) if k in pw else None)
+    out = {k: bce(logits[k], batch[k],
+                  pos_weight=torch.tensor(float(pw[k]), device=logits[k].device) if k in pw else None)
            for k in ("onset", "frame", "offset", "pedal")}
     mask = batch["onset"]
     err = (torch.sigmoid(logits["velocity"]) - batch["velocity"]) ** 2
@@ -111,19 +113,6 @@ def decode_notes(onset: np.ndarray, frame: np.ndarray, velocity: np.ndarray | No
                     np.float64).reshape(-1, 4)
 
 
-def _match(ref: np.ndarray, est: np.ndarray, tol: float) -> int:
-    """Size of a maximum matching of two sorted 1-D time lists within ``tol`` (greedy is optimal)."""
-    i = j = m = 0
-    while i < len(ref) and j < len(est):
-        if abs(ref[i] - est[j]) <= tol:
-            m, i, j = m + 1, i + 1, j + 1
-        elif est[j] < ref[i]:
-            j += 1
-        else:
-            i += 1
-    return m
-
-
 def note_counts(onset_label: np.ndarray, est: np.ndarray, hop_s: float, tol_s: float = 0.05) -> tuple[int, int, int]:
     """(matched, n_ref, n_est): reference onsets from the ``(F, 88)`` onset labels, estimates from
     :func:`decode_notes`; both placed at frame centres, so this is mir_eval's onset-only note
@@ -133,7 +122,7 @@ def note_counts(onset_label: np.ndarray, est: np.ndarray, hop_s: float, tol_s: f
     for k in np.union1d(rk, est[:, 2]).astype(int):
         r = np.sort(rf[rk == k]) * hop_s
         e = np.sort(est[est[:, 2] == k, 0]) * hop_s
-        matched += _match(r, e, tol_s + 1e-9)
+        matched += match_times(r, e, tol_s + 1e-9)
     return matched, len(rf), len(est)
 
 

@@ -198,3 +198,28 @@ def test_onnx_export_parity_and_metadata(tmp_path):
         for g, r in zip(got, ref):
             assert g.shape == tuple(r.shape) == (shape[0], shape[1] // HOP, g.shape[-1])
             assert np.abs(g - r.numpy()).max() <= 1e-4
+
+
+def test_pedal_and_velocity_losses_do_not_train_the_shared_trunk():
+    """The aux head reads a detached trunk: its gradients stay out of the features the note heads share."""
+    m = tiny_model()
+    lg = m.logits(torch.randn(2, SR) * 0.1)
+    (lg["pedal"].sum() + lg["velocity"].sum()).backward()
+    assert all(p.grad is None or not p.grad.any() for p in m.conv.parameters())
+    assert all(p.grad is None or not p.grad.any() for p in m.proj.parameters())
+    assert m.pedal_fc.weight.grad.abs().sum() > 0
+    m.zero_grad()
+    m.logits(torch.randn(2, SR) * 0.1)["frame"].sum().backward()
+    assert any(p.grad is not None and p.grad.any() for p in m.conv.parameters())
+
+
+def test_pos_weight_scales_the_positive_term_only():
+    lg = {k: torch.zeros(1, 4, N_KEYS) for k in ("onset", "frame", "offset", "velocity")}
+    lg["pedal"] = torch.zeros(1, 4, 1)
+    batch = {k: torch.zeros_like(v) for k, v in lg.items()}
+    batch["onset"][0, 0, :] = 1.0  # a quarter of the onset cells are positive
+    plain = losses(lg, batch)["onset"]
+    weighted = losses(lg, batch, pos_weight={"onset": 8.0})["onset"]
+    # at logit 0 every cell costs log 2; positives cost 8x with the weight: (8*1 + 3) / (1 + 3)
+    assert float(weighted / plain) == pytest.approx(11 / 4, rel=1e-6)
+    assert float(losses(lg, batch, pos_weight={"onset": 8.0})["frame"]) == pytest.approx(float(plain), rel=1e-6)
