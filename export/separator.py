@@ -169,7 +169,7 @@ def ship(run_dir: str, models_dir: str, name: str, file_name: str, data_root: st
     from dawsep.train.separators import build
 
     model, ck = model_from_checkpoint(os.path.join(run_dir, "best.pt"))
-    if full_band != model.full_band:  # same weights, output above the cut-off kept or not
+    if "full_band" in model.config() and full_band != model.full_band:  # same weights, output above the cut-off kept or not
         other = build(dict(model.config(), full_band=full_band))
         other.load_state_dict(model.state_dict())
         model = other.eval()

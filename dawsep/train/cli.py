@@ -95,11 +95,12 @@ def plot(song_dir, out) -> None:
 
 @click.group()
 def separator() -> None:
-    """Train separators (TFC-TDF U-Net, Jansson U-Net) and export them to ONNX."""
+    """Train separators (TFC-TDF U-Net, Jansson U-Net, Open-Unmix, Conv-TasNet, Demucs) and export them to ONNX."""
 
 
 @separator.command(name="train")
-@click.option("--arch", type=click.Choice(["tfctdf", "unet"]), default="tfctdf", show_default=True)
+@click.option("--arch", type=click.Choice(["tfctdf", "unet", "umx", "convtasnet", "demucs"]), default="tfctdf",
+              show_default=True, help="TFC-TDF U-Net, Jansson U-Net, Open-Unmix, Conv-TasNet, Demucs.")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), default=DEFAULT_DATA, show_default=True)
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True,
               help="Run folder: last.pt (resumed automatically), best.pt, log.jsonl.")
@@ -114,13 +115,16 @@ def separator() -> None:
 @click.option("--ckpt-minutes", type=float, default=5.0, show_default=True)
 @click.option("--kinds", default="gen,m21", show_default=True, help="Training song kinds (gen, m21, piano).")
 @click.option("--model", "model_json", default="{}", help='Architecture overrides as JSON, e.g. \'{"layers": 3}\'.')
-@click.option("--loss", type=click.Choice(["l1", "mse_mag"]), default="l1", show_default=True,
-              help="l1: waveform + complex spectrogram L1; mse_mag: magnitude-spectrogram MSE.")
+@click.option("--loss", type=click.Choice(["l1", "mse_mag", "mse_mag_spec"]), default="l1", show_default=True,
+              help="l1: waveform + complex spectrogram L1; mse_mag: magnitude-spectrogram MSE of the output; "
+                   "mse_mag_spec: the same on the masked mixture magnitudes, no iSTFT (Open-Unmix; softmax masks).")
+@click.option("--spec-weight", type=float, default=1.0, show_default=True,
+              help="Weight of the spectrogram term of the l1 loss (0: waveform L1 only).")
 @click.option("--workers", type=int, default=1, show_default=True, help="DataLoader worker processes.")
 @click.option("--threads", type=int, default=2, show_default=True, help="torch intra-op threads.")
 @_errors
 def separator_train(arch, data, out, steps, batch_size, segment_seconds, lr, seed, valid_every, valid_songs,
-                    valid_seconds, ckpt_minutes, kinds, model_json, loss, workers, threads) -> None:
+                    valid_seconds, ckpt_minutes, kinds, model_json, loss, spec_weight, workers, threads) -> None:
     """Train (or resume from OUT/last.pt) a separator on the corpus."""
     # The 2 cores are shared: spinning OpenMP workers stall 3-4x when another process holds a
     # core (measured); passive waiting must be set before torch loads its OpenMP runtime.
@@ -131,7 +135,7 @@ def separator_train(arch, data, out, steps, batch_size, segment_seconds, lr, see
                       batch_size=batch_size, segment_seconds=segment_seconds, lr=lr, seed=seed,
                       kinds=tuple(k for k in kinds.split(",") if k), valid_every=valid_every,
                       valid_songs=valid_songs, valid_seconds=valid_seconds, ckpt_minutes=ckpt_minutes,
-                      loss=loss, workers=workers, threads=threads)
+                      loss=loss, spec_weight=spec_weight, workers=workers, threads=threads)
     res = train(cfg, log=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(res))
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from dawsep.train.data.score import SAMPLE_RATE, STEMS
 from dawsep.train.stft import ISTFT, STFT
+from dawsep.train.waveform import ConvTasNet, Demucs
 
 MASK_PARTS = {"complex": 4, "softmax": 2}  # per stem: (left, right) x (real, imag) | (left, right)
 
@@ -97,8 +98,8 @@ class MaskSeparator(nn.Module):
         above = top.expand(*top.shape[:-2], self.n_fft // 2 + 1 - self.n_bins, top.shape[-1])
         return torch.cat([m, above], dim=-2)
 
-    def forward(self, mix: torch.Tensor) -> torch.Tensor:
-        """``mix [B, 2, T]`` -> ``stems [B, n_stems, 2, T]``."""
+    def _masks(self, mix: torch.Tensor):
+        """``mix [B, 2, T]`` -> (trunk output ``[B, S*parts, N, F]``, STFT ``X_out``, its first ``n_bins``)."""
         X_out = self.stft(mix)  # [B, 2, 2, F(+above the cut-off), N]
         X = X_out[..., :self.n_bins, :]
         n_frames = X.shape[-1]
@@ -108,7 +109,23 @@ class MaskSeparator(nn.Module):
         h = Xn.reshape(X.shape[0], 4, self.n_bins, n_frames).transpose(2, 3)  # [B, 4, N, F]
         pad = (-n_frames) % self.frame_multiple
         h = F.pad(h, (0, 0, 0, pad))
-        m = self.trunk(h)[:, :, :n_frames]  # [B, S*parts, N, F]
+        return self.trunk(h)[:, :, :n_frames], X_out, X
+
+    def masked_magnitudes(self, mix: torch.Tensor) -> torch.Tensor:
+        """Training shortcut, Open-Unmix's recipe: the stems' magnitude spectrograms as the masks
+        times the mixture magnitude, ``[B, S, 2, n_bins, N]``, with no iSTFT (softmax masks only).
+        Equals ``|STFT(forward(mix))|`` up to the STFT's consistency; about half the cost per step."""
+        if self.mask != "softmax":
+            raise ValueError("masked_magnitudes needs mask='softmax'")
+        m, _, X = self._masks(mix)
+        b, n = X.shape[0], X.shape[-1]
+        m = torch.softmax(m.reshape(b, self.n_stems, 2, n, self.n_bins), dim=1).transpose(-1, -2)
+        return m * X.pow(2).sum(2).add(1e-10).sqrt()[:, None]
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        """``mix [B, 2, T]`` -> ``stems [B, n_stems, 2, T]``."""
+        m, X_out, X = self._masks(mix)  # m: [B, S*parts, N, F]
+        n_frames = X.shape[-1]
         if self.mask == "softmax":
             m = torch.softmax(m.reshape(X.shape[0], self.n_stems, 2, n_frames, self.n_bins), dim=1)
             Y = self._extend(m.transpose(-1, -2))[:, :, :, None] * X_out[:, None]  # [B, S, 2, 2, F, N]
@@ -268,18 +285,70 @@ class TFCTDFUNet(MaskSeparator):
         return m.reshape(b, o, self.fold, n, -1).permute(0, 1, 3, 4, 2).reshape(b, o, n, f)
 
 
-ARCHS = {"unet": UNetMask, "tfctdf": TFCTDFUNet}
+# ---------------------------------------------------------------- Open-Unmix (seed 004)
+class OpenUnmix(MaskSeparator):
+    """Open-Unmix (Stöter et al. 2019) on this front end: per-frame magnitude spectrogram of both
+    channels -> learned per-bin input scaling -> ``fc1`` compression of the frequency axis to
+    ``hidden`` units (BN, tanh) -> three LSTM layers over time (bidirectional, ``hidden/2`` per
+    direction; or unidirectional with ``hidden`` units, the causal variant a streaming host can
+    run with short chunks) -> skip-concatenation -> ``fc2`` (BN, ReLU) -> ``fc3`` back to every
+    bin, per stem and channel -> mask.
+
+    One shared model for all stems (Open-Unmix trains one per target; the shared trunk with a
+    per-stem head fits the CPU budget and lets the softmax mask keep stems summing to the mix).
+    The input is the front end's compressed magnitude ``|X/rms|^0.3`` rather than the raw
+    magnitude: the learned scaling then starts from a well-conditioned range.
+    """
+
+    arch = "umx"
+
+    def __init__(self, hidden: int = 256, layers: int = 3, bidirectional: bool = True, **spec):
+        spec.setdefault("mask", "softmax")
+        super().__init__(**spec)
+        self._config.update(hidden=hidden, layers=layers, bidirectional=bidirectional)
+        f = self.n_bins
+        self.input_mean = nn.Parameter(torch.zeros(2 * f))
+        self.input_scale = nn.Parameter(torch.ones(2 * f))
+        self.fc1 = nn.Linear(2 * f, hidden, bias=False)
+        self.bn1 = nn.BatchNorm1d(hidden)
+        self.lstm = nn.LSTM(hidden, hidden // 2 if bidirectional else hidden, num_layers=layers,
+                            bidirectional=bidirectional, batch_first=True)
+        self.fc2 = nn.Linear(2 * hidden, hidden, bias=False)
+        self.bn2 = nn.BatchNorm1d(hidden)
+        self.fc3 = nn.Linear(hidden, self.n_stems * self.mask_parts * f)
+        nn.init.normal_(self.fc3.weight, std=1e-3)
+        nn.init.zeros_(self.fc3.bias)
+        if self.mask == "complex":
+            with torch.no_grad():
+                self.fc3.bias.view(self.n_stems, 2, 2, f)[:, :, 0] = 1.0 / self.n_stems
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, n, f = x.shape
+        mag = (x[:, 0::2].pow(2) + x[:, 1::2].pow(2) + 1e-8).sqrt()  # [B, 2, N, F]
+        h = mag.transpose(1, 2).reshape(b, n, 2 * f)
+        h = (h + self.input_mean) * self.input_scale
+        h = torch.tanh(self.bn1(self.fc1(h).transpose(1, 2)).transpose(1, 2))  # [B, N, H]
+        r, _ = self.lstm(h)
+        h = torch.cat([h, r], -1)
+        h = torch.relu(self.bn2(self.fc2(h).transpose(1, 2)).transpose(1, 2))
+        m = self.fc3(h)  # [B, N, S*parts*F]
+        return m.reshape(b, n, -1, f).transpose(1, 2)  # [B, S*parts, N, F]
 
 
-def build(config: dict) -> MaskSeparator:
+ARCHS = {"unet": UNetMask, "tfctdf": TFCTDFUNet, "umx": OpenUnmix, "convtasnet": ConvTasNet,
+         "demucs": Demucs}
+
+
+def build(config: dict) -> nn.Module:
     """A separator from ``model.config()`` (as stored in checkpoints)."""
     cfg = dict(config)
     arch = cfg.pop("arch")
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; allowed: {sorted(ARCHS)}")
-    if "channels" in cfg:
+    if isinstance(cfg.get("channels"), list):  # JSON turned the tuple into a list
         cfg["channels"] = tuple(cfg["channels"])
-    cfg.setdefault("consistent", False)  # configs written before the option had no projection
+    if issubclass(ARCHS[arch], MaskSeparator):
+        cfg.setdefault("consistent", False)  # configs written before the option had no projection
     return ARCHS[arch](**cfg)
 
 

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from dawsep.errors import DawsepError
 from dawsep.metrics import sdr_song, sdr_stems, summarize  # noqa: F401  (re-exported)
 from dawsep.train.data.score import SAMPLE_RATE, STEMS
-from dawsep.train.separators import ARCHS, MaskSeparator, build, n_params
+from dawsep.train.separators import ARCHS, MaskSeparator, build, n_params  # noqa: F401
 from dawsep.train.stft import ISTFT, STFT
 
 
@@ -52,7 +52,9 @@ class TrainConfig:
     warmup: int = 300
     clip: float = 5.0
     spec_weight: float = 1.0
-    loss: str = "l1"  # l1: waveform + complex-STFT L1 | mse_mag: magnitude-spectrogram MSE (Open-Unmix)
+    # l1: waveform + complex-STFT L1 | mse_mag: magnitude-spectrogram MSE of the output |
+    # mse_mag_spec: the same on masked mixture magnitudes, no iSTFT (Open-Unmix; softmax masks)
+    loss: str = "l1"
     seed: int = 0
     # Mixtures only: with the solo-piano songs (1/3 of the songs) in the pool, the model learnt the
     # prior "uncertain energy is piano" and piano SDR fell to -4 dB by step 500 (measured).
@@ -72,10 +74,27 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------ loss and metrics
+def _relative_mse(E: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """Mean over items of ``mean((E - R)^2) / mean(R^2)``: loud and quiet excerpts weigh the same."""
+    dims = tuple(range(1, E.dim()))
+    return ((E - R).pow(2).mean(dims) / (R.pow(2).mean(dims) + 1e-8)).mean()
+
+
+def spectral_mask_loss(model, mix: torch.Tensor, ref: torch.Tensor):
+    """``mse_mag_spec``: Open-Unmix's training loss, the magnitude MSE of masked mixture
+    spectrograms against the stems' (:meth:`MaskSeparator.masked_magnitudes`), no iSTFT.
+    ``mix [B, 2, T]``, ``ref [B, S, 2, T]`` -> (loss, parts) like :func:`separation_loss`."""
+    E = model.masked_magnitudes(mix)  # [B, S, 2, F, N]
+    R = model.stft(ref.flatten(1, 2))[..., :model.n_bins, :].pow(2).sum(2).add(1e-10).sqrt()
+    spec = _relative_mse(E, R.reshape(E.shape))
+    return spec, {"wave": 0.0, "spec": float(spec.detach())}
+
+
 def separation_loss(est: torch.Tensor, ref: torch.Tensor, stft: STFT, spec_weight: float = 1.0, kind: str = "l1"):
     """``est, ref [B, S, 2, T]`` -> (loss, {"wave": ..., "spec": ...}) as floats for logging.
 
-    ``l1``: L1 on the waveform + L1 on the complex spectrogram. ``mse_mag``: MSE between the
+    ``l1``: L1 on the waveform + ``spec_weight`` x L1 on the complex spectrogram (``spec_weight``
+    0: the waveform L1 of Conv-TasNet and Demucs). ``mse_mag``: MSE between the
     magnitude spectrograms, per item divided by the reference's energy (loud and quiet excerpts
     weigh the same). L1 is median-seeking: a stem that is only sometimes present (drums, guitar)
     is best predicted silent while the model is unsure, which starves those stems early in
@@ -85,9 +104,10 @@ def separation_loss(est: torch.Tensor, ref: torch.Tensor, stft: STFT, spec_weigh
     if kind == "mse_mag":
         E = stft(est.flatten(1, 2)).pow(2).sum(2).add(1e-10).sqrt()
         R = stft(ref.flatten(1, 2)).pow(2).sum(2).add(1e-10).sqrt()
-        dims = tuple(range(1, E.dim()))
-        spec = ((E - R).pow(2).mean(dims) / (R.pow(2).mean(dims) + 1e-8)).mean()
+        spec = _relative_mse(E, R)
         return spec, {"wave": float(wave.detach()), "spec": float(spec.detach())}
+    if not spec_weight:  # waveform L1 alone (Conv-TasNet, Demucs): skip the STFTs
+        return wave, {"wave": float(wave.detach()), "spec": 0.0}
     spec = (stft(est.flatten(1, 2)) - stft(ref.flatten(1, 2))).abs().mean()
     loss = wave + spec_weight * spec
     return loss, {"wave": float(wave.detach()), "spec": float(spec.detach())}
@@ -264,7 +284,10 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
             mix, ref = batch["mix"].to(device), batch["stems"].to(device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
-            loss, parts = separation_loss(model(mix), ref, loss_stft, cfg.spec_weight, cfg.loss)
+            if cfg.loss == "mse_mag_spec":
+                loss, parts = spectral_mask_loss(model, mix, ref)
+            else:
+                loss, parts = separation_loss(model(mix), ref, loss_stft, cfg.spec_weight, cfg.loss)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {float(loss)} at step {step}; last good checkpoint: {last_path}")
             opt.zero_grad(set_to_none=True)
