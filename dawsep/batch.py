@@ -509,7 +509,9 @@ class RenderJob:
     def fingerprint(self) -> str:
         settings = {"preset": self.preset.sha256, "output": asdict(self.output),
                     "downmix": self.downmix, "keep_tail": self.keep_tail,
-                    "models": _model_hashes(self.preset)}
+                    "models": _model_hashes(self.preset),
+                    # the [separate] settings, which a caller (render --phase) may have changed
+                    "separate": asdict(self.preset.separate) if self.preset.separate else None}
         return _fingerprint(settings)
 
     def setup(self, threads: int) -> None:
@@ -569,7 +571,9 @@ class SeparateJob:
     ``stems``: which stems to write (default: all the model's, or only the preset's stem when a
     preset is given). With ``preset``, its stem is rendered through the preset's chain (the
     others are written raw). ``two_stems``: write ``<stem>`` and ``no_<stem>`` (mixture minus
-    the stem) instead. One separation pass feeds every output; memory stays bounded on
+    the stem) instead. ``phase``/``phase_iterations``: the post-processing of
+    :mod:`dawsep.phase` (None: the preset's, else ``mixture``; the preset's iterations go with
+    the preset's phase only). One separation pass feeds every output; memory stays bounded on
     hour-long files (the chunking engine holds about two segments).
     """
 
@@ -585,11 +589,20 @@ class SeparateJob:
     block_frames: int = 65536
     transcribe: bool = True  # with a preset that has [transcribe]: also <stem>.mid
     extras: tuple[str, ...] = ()  # more transcription outputs: "png", "json", "csv"
+    phase: str | None = None
+    phase_iterations: int | None = None
     task: str = ""
 
     def __post_init__(self):
-        if self.preset is not None and self.model == "default" and self.preset.separate is not None:
-            self.model = self.preset.separate.model
+        from dawsep.phase import check
+
+        cfg = self.preset.separate if self.preset is not None else None
+        if cfg is not None and self.model == "default":
+            self.model = cfg.model
+        phase = self.phase or (cfg.phase if cfg is not None else "mixture")
+        if self.phase_iterations is None and cfg is not None and cfg.phase == phase:
+            self.phase_iterations = cfg.phase_iterations
+        self.phase, self.phase_iterations = check(phase, self.phase_iterations)
         if self.output is None:
             p = self.preset.output if self.preset is not None else None
             self.output = OutputOptions(p.format, p.bit_depth) if p else OutputOptions()
@@ -629,7 +642,8 @@ class SeparateJob:
                     "stems": self.stems, "two_stems": self.two_stems,
                     "preset": self.preset.sha256 if self.preset is not None else None,
                     "output": asdict(self.output), "overlap": self.overlap, "segment": self.segment_seconds,
-                    "downmix": self.downmix, "keep_tail": self.keep_tail}
+                    "downmix": self.downmix, "keep_tail": self.keep_tail,
+                    "phase": [self.phase, self.phase_iterations]}
         return _fingerprint(settings)
 
     def setup(self, threads: int) -> None:
@@ -637,7 +651,7 @@ class SeparateJob:
         from dawsep.separate import Separator
 
         self._sep = Separator(self.model, overlap=self.overlap, segment_seconds=self.segment_seconds,
-                              threads=threads)
+                              threads=threads, phase=self.phase, phase_iterations=self.phase_iterations)
         self.plan()  # unknown stems fail here, before any song
         if self.preset is not None and self.preset.chain:
             self._chain = Chain(self.preset.chain)
@@ -720,7 +734,8 @@ class SeparateJob:
         return _song_record(song, src, names, models=models,
                             preset=_preset_record(self.preset) if self.preset is not None else None,
                             chain=chain.descriptions if chain is not None else [],
-                            separation={"overlap": sep.overlap, "segment_samples": sep.segment})
+                            separation={"overlap": sep.overlap, "segment_samples": sep.segment,
+                                        "phase": sep.phase, "phase_iterations": sep.phase_iterations})
 
 
 def _save_transcription(result, staging: Path, stem: str, extras: tuple[str, ...]) -> list[str]:

@@ -17,6 +17,7 @@ from dawsep import __version__
 from dawsep.errors import BatchError, DawsepError
 
 FORMATS = ("wav", "flac", "ogg", "mp3")
+PHASES = ("mixture", "griffin-lim", "wiener")  # dawsep.phase.PHASES (not imported: --help stays instant)
 
 
 class _Group(click.Group):
@@ -97,6 +98,17 @@ def _output_options(preset, fmt: str | None, bit_depth: str | None):
     return OutputOptions(fmt, depth)
 
 
+def _phase_options(f):
+    f = click.option("--phase-iterations", type=click.IntRange(0, 1000), default=None, metavar="N",
+                     help="Griffin-Lim iterations [8] or Wiener EM iterations [1].")(f)
+    f = click.option("--phase", type=click.Choice(PHASES), default=None,
+                     help="Post-processing of the separated stems: mixture (the model's output, fastest), "
+                          "griffin-lim (phase re-estimated from the stem magnitudes) or wiener (multichannel "
+                          "Wiener filter across the stems, as Open-Unmix) [default: the preset's, else "
+                          "mixture]. See docs/separation.md.")(f)
+    return f
+
+
 def _finish(report) -> None:
     click.echo(report.summary(), err=True)
     if not report.ok:
@@ -107,21 +119,43 @@ def _finish(report) -> None:
 @click.argument("input_path", metavar="IN", type=click.Path(exists=True))
 @click.option("--preset", "-p", required=True, help="Preset name (see `dawsep presets list`) or path to a .toml.")
 @click.option("--keep-tail", is_flag=True, help="Append the effect tail (reverb/delay) after the end of each file.")
+@_phase_options
 @_batch_options
-def render(input_path, preset, keep_tail, out_dir, fmt, bit_depth, downmix, jobs, force, quiet, engine, address):
+def render(input_path, preset, keep_tail, phase, phase_iterations, out_dir, fmt, bit_depth, downmix, jobs, force,
+           quiet, engine, address):
     """Render every audio file under IN through a preset's effect chain.
 
     Useful on stems you already have: each file becomes OUT/<relative path>/<stem>.<ext>,
-    aligned with the input and the same length. Reruns skip finished files.
+    aligned with the input and the same length. Reruns skip finished files. A preset with a
+    [separate] section separates its stem first (--phase applies to that step).
     """
     from dawsep.batch import RenderJob, run_batch
     from dawsep.presets import load_preset
 
-    p = load_preset(preset)
+    p = _with_phase(load_preset(preset), phase, phase_iterations)
     p.build_chain()  # fail fast on a bad plugin before touching any song
     job = RenderJob(p, _output_options(p, fmt, bit_depth), downmix=downmix, keep_tail=keep_tail)
     _finish(run_batch(job, input_path, out_dir, jobs=jobs, force=force, progress=not quiet,
                       **_engine_args(engine, address)))
+
+
+def _with_phase(preset, phase: str | None, iterations: int | None):
+    """``preset`` with its [separate] phase replaced by the command line's (the options win; the
+    preset's iterations stay only with the preset's own phase)."""
+    from dataclasses import replace
+
+    if phase is None and iterations is None:
+        return preset
+    if preset.separate is None:
+        raise click.UsageError(f"--phase/--phase-iterations need a preset with a [separate] section; "
+                               f"{preset.name!r} has none")
+    cfg = preset.separate
+    phase = phase or cfg.phase
+    if iterations is None and phase == cfg.phase:
+        iterations = cfg.phase_iterations
+    if iterations is not None and phase == "mixture":
+        raise click.UsageError("--phase-iterations needs --phase griffin-lim or wiener")
+    return replace(preset, separate=replace(cfg, phase=phase, phase_iterations=iterations))
 
 
 @main.command()
@@ -141,9 +175,10 @@ def render(input_path, preset, keep_tail, out_dir, fmt, bit_depth, downmix, jobs
 @click.option("--keep-tail", is_flag=True, help="With --preset: append the chain's effect tail.")
 @click.option("--no-midi", is_flag=True, help="With a preset that transcribes (piano): skip the MIDI file.")
 @click.option("--plot", is_flag=True, help="With a preset that transcribes: also a piano-roll PNG.")
+@_phase_options
 @_batch_options
 def separate(input_path, preset, stems, two_stems, model, overlap, segment_seconds, keep_tail, no_midi, plot,
-             out_dir, fmt, bit_depth, downmix, jobs, force, quiet, engine, address):
+             phase, phase_iterations, out_dir, fmt, bit_depth, downmix, jobs, force, quiet, engine, address):
     """Separate every song under SONGS into stems: OUT/<song>/<stem>.<ext>.
 
     Stems are aligned with the input, the same length and sample rate, and sum back to the
@@ -161,7 +196,9 @@ def separate(input_path, preset, stems, two_stems, model, overlap, segment_secon
     job = SeparateJob(model=model or "default", stems=wanted, preset=p, two_stems=two_stems,
                       output=_output_options(p, fmt, bit_depth), overlap=overlap, segment_seconds=segment_seconds,
                       downmix=downmix, keep_tail=keep_tail, transcribe=not no_midi,
-                      extras=("png",) if plot else ())
+                      extras=("png",) if plot else (), phase=phase, phase_iterations=phase_iterations)
+    if phase_iterations is not None and job.phase == "mixture":
+        raise click.UsageError("--phase-iterations needs --phase griffin-lim or wiener")
     job.setup(1)  # fail fast: model, stems and chain are checked before any song
     _finish(run_batch(job, input_path, out_dir, jobs=jobs, force=force, progress=not quiet,
                       **_engine_args(engine, address)))
@@ -315,7 +352,9 @@ def presets_show(name):
     p = load_preset(name)
     click.echo(f"name:        {p.name}\nsource:      {p.source}\ndescription: {p.description}")
     if p.separate:
-        click.echo(f"separate:    stem={p.separate.stem} model={p.separate.model}")
+        s = p.separate
+        iterations = "" if s.phase_iterations is None else f" phase_iterations={s.phase_iterations}"
+        click.echo(f"separate:    stem={s.stem} model={s.model} phase={s.phase}{iterations}")
     click.echo("chain:")
     chain = p.build_chain()
     for i, d in enumerate(chain.descriptions):

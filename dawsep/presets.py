@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from dawsep.audio import DEFAULT_BIT_DEPTH as _PCM_DEFAULT, WRITE_FORMATS as FORMATS
 from dawsep.chain import BUILTINS, BuiltinStep, Chain, ModelStepSpec, StepSpec, VST3Step, validate_builtin
 from dawsep.errors import PluginError, PresetError
+from dawsep.phase import MAX_ITERATIONS, PHASES
 
 STEMS = ("piano", "bass", "drums", "guitar", "other")
 DEFAULT_BIT_DEPTH = {fmt: (_PCM_DEFAULT if depths else None) for fmt, depths in FORMATS.items()}
@@ -24,10 +25,13 @@ DEFAULT_BIT_DEPTH = {fmt: (_PCM_DEFAULT if depths else None) for fmt, depths in 
 
 @dataclass(frozen=True)
 class SeparateConfig:
-    """Which stem the preset extracts, and with which separator model."""
+    """Which stem the preset extracts, with which separator model and phase post-processing
+    (:mod:`dawsep.phase`; ``phase_iterations`` None: the method's default)."""
 
     stem: str
     model: str = "default"
+    phase: str = "mixture"
+    phase_iterations: int | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,9 @@ class Preset:
         problems become a PresetError naming this file."""
         steps = self.chain
         if self.separate is not None:
-            opts = {"stem": self.separate.stem, "model": self.separate.model, **separate_options}
+            sep = self.separate
+            opts = {"stem": sep.stem, "model": sep.model, "phase": sep.phase,
+                    "phase_iterations": sep.phase_iterations, **separate_options}
             steps = (ModelStepSpec("separate", opts),) + steps
         try:
             return Chain(steps)
@@ -108,14 +114,24 @@ def _unknown(source: str, section: str, table: Mapping, allowed) -> None:
 
 def _parse_separate(source: str, t: Any) -> SeparateConfig:
     _expect(source, "separate", t, dict, "a table")
-    _unknown(source, "separate", t, {"stem", "model"})
+    _unknown(source, "separate", t, {"stem", "model", "phase", "phase_iterations"})
     if "stem" not in t:
         raise PresetError(source, "separate.stem", f"missing; expected one of {', '.join(STEMS)}")
     stem = _expect(source, "separate.stem", t["stem"], str, f"one of {', '.join(STEMS)}")
     if stem not in STEMS:
         raise PresetError(source, "separate.stem", f"{stem!r} is not a stem; expected one of {', '.join(STEMS)}")
     model = _expect(source, "separate.model", t.get("model", "default"), str, "a model name or .onnx path")
-    return SeparateConfig(stem=stem, model=model)
+    allowed = ", ".join(PHASES)
+    phase = _expect(source, "separate.phase", t.get("phase", "mixture"), str, f"one of {allowed}")
+    if phase not in PHASES:
+        raise PresetError(source, "separate.phase", f"{phase!r} is not allowed; expected one of {allowed}")
+    iterations = t.get("phase_iterations")
+    if iterations is not None:
+        what = f"an integer in [0, {MAX_ITERATIONS}]"
+        _expect(source, "separate.phase_iterations", iterations, int, what)
+        if not 0 <= iterations <= MAX_ITERATIONS:
+            raise PresetError(source, "separate.phase_iterations", f"{iterations} is out of range; expected {what}")
+    return SeparateConfig(stem=stem, model=model, phase=phase, phase_iterations=iterations)
 
 
 def _parse_transcribe(source: str, t: Any) -> TranscribeConfig:

@@ -14,10 +14,11 @@ import os
 
 import numpy as np
 
+from dawsep import phase as phase_options
 from dawsep import runtime
 from dawsep.chain import register_model_step
 from dawsep.chunking import DEFAULT_OVERLAP, OverlapAdd
-from dawsep.errors import AudioFormatError, ModelError
+from dawsep.errors import AudioFormatError, ModelError, PluginError
 
 
 
@@ -28,10 +29,17 @@ class Separator:
     ``segment_seconds``: chunk length (default: the model's ``dawsep.segment_samples``);
     ``overlap``: fraction of a chunk cross-faded with the next; ``threads``: ONNX Runtime
     intra-op threads (default: all cores, or the batch engine's share).
+    ``phase``: post-processing of each chunk's stems against the mixture chunk (see
+    :mod:`dawsep.phase`): ``"mixture"`` (the model's output), ``"griffin-lim"`` or ``"wiener"``;
+    ``phase_iterations``: Griffin-Lim or Wiener EM iterations (default: the method's).
+    A bad value raises ValueError naming the allowed ones.
     """
 
     def __init__(self, model: str | os.PathLike = "default", *, segment_seconds: float | None = None,
-                 overlap: float = DEFAULT_OVERLAP, threads: int | None = None, batch_size: int = 1):
+                 overlap: float = DEFAULT_OVERLAP, threads: int | None = None, batch_size: int = 1,
+                 phase: str = "mixture", phase_iterations: int | None = None):
+        self.phase, self.phase_iterations = phase_options.check(phase, phase_iterations)
+        self._refine = phase_options.refiner(self.phase, self.phase_iterations)
         self.model = runtime.load(model, "separator", threads)
         info = self.model.info
         if not info.stems:
@@ -49,11 +57,17 @@ class Separator:
 
     def __repr__(self) -> str:
         return (f"Separator({self.info.name!r}, stems={list(self.stems)}, sample_rate={self.sample_rate}, "
-                f"segment={self.segment}, overlap={self.overlap})")
+                f"segment={self.segment}, overlap={self.overlap}, phase={self.phase!r}, "
+                f"phase_iterations={self.phase_iterations})")
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        """``(batch, 2, segment)`` -> ``(batch, n_stems, 2, segment)``."""
-        return self.model.run(["stems"], {"mix": batch})[0]
+        """``(batch, 2, segment)`` -> ``(batch, n_stems, 2, segment)``: the model, then the phase
+        post-processing of each chunk (here, before the overlap-add, so the offline and the
+        streaming paths share it and memory stays bounded by a chunk)."""
+        y = self.model.run(["stems"], {"mix": batch})[0]
+        if self._refine is None:
+            return y
+        return np.stack([self._refine(batch[b], y[b]) for b in range(batch.shape[0])])
 
     def stream(self) -> OverlapAdd:
         """A fresh chunking engine over this model: ``push((2, n)) -> (n_stems, 2, m)``, ``flush()``."""
@@ -121,8 +135,10 @@ class SeparatorStep:
     """
 
     def __init__(self, stem: str, model: str = "default", overlap: float = DEFAULT_OVERLAP,
-                 segment_seconds: float | None = None, separator: Separator | None = None):
-        self.separator = separator or Separator(model, overlap=overlap, segment_seconds=segment_seconds)
+                 segment_seconds: float | None = None, separator: Separator | None = None,
+                 phase: str = "mixture", phase_iterations: int | None = None):
+        self.separator = separator or Separator(model, overlap=overlap, segment_seconds=segment_seconds,
+                                                phase=phase, phase_iterations=phase_iterations)
         self.index = self.separator.stem_index(stem)
         self.info = self.separator.info
         self.stem = stem
@@ -150,8 +166,13 @@ class SeparatorStep:
 
 
 def _step_factory(stem: str, model: str = "default", overlap: float = DEFAULT_OVERLAP,
-                  segment_seconds: float | None = None) -> SeparatorStep:
-    return SeparatorStep(stem, model=model, overlap=float(overlap), segment_seconds=segment_seconds)
+                  segment_seconds: float | None = None, phase: str = "mixture",
+                  phase_iterations: int | None = None) -> SeparatorStep:
+    try:
+        return SeparatorStep(stem, model=model, overlap=float(overlap), segment_seconds=segment_seconds,
+                             phase=phase, phase_iterations=phase_iterations)
+    except ValueError as exc:  # a bad option in a preset's step: a PluginError naming it
+        raise PluginError(f"model step 'separate': {exc}") from None
 
 
 register_model_step("separate", _step_factory)

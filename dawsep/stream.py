@@ -101,17 +101,19 @@ class StreamingSeparator:
 
     ``sample_rate`` is the host's (default: the model's); other rates are resampled in and out.
     ``segment_seconds`` sets the model chunk and with it the latency (about one chunk): short
-    chunks for live use, the model's default for the best quality.
+    chunks for live use, the model's default for the best quality. ``phase`` and
+    ``phase_iterations`` as :class:`~dawsep.separate.Separator` (applied per chunk, so the
+    latency does not change; the cost lands on the block that completes a chunk).
     """
 
     def __init__(self, model="default", max_block_size: int = 8192, *, sample_rate: int | None = None,
-                 segment_seconds: float | None = None, overlap: float | None = None, threads: int = 1, separator=None):
-        from dawsep.separate import Separator
-
-        from dawsep.separate import DEFAULT_OVERLAP
+                 segment_seconds: float | None = None, overlap: float | None = None, threads: int = 1, separator=None,
+                 phase: str = "mixture", phase_iterations: int | None = None):
+        from dawsep.separate import DEFAULT_OVERLAP, Separator
 
         self.separator = separator or Separator(model, segment_seconds=segment_seconds, threads=threads,
-                                                overlap=DEFAULT_OVERLAP if overlap is None else overlap)
+                                                overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+                                                phase=phase, phase_iterations=phase_iterations)
         self.stems = self.separator.stems
         self.sample_rate = int(sample_rate or self.separator.sample_rate)
         self._engine = self.separator.stream()

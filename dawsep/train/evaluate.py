@@ -53,13 +53,15 @@ def baselines(songs, n_fft: int = 2048, hop: int = 1024, n_bins: int = 768) -> d
     return {"mixture": summarize(mix_rows), "uniform": summarize(uni_rows), "irm": summarize(irm_rows)}
 
 
-def evaluate_model(model_path: str, songs, threads: int = 2, overlap: float | None = None) -> dict:
-    """SDR table of one separator ONNX over ``songs``, plus its real-time factor on them."""
-    from dawsep.separate import Separator
+def evaluate_model(model_path: str, songs, threads: int = 2, overlap: float | None = None,
+                   segment_seconds: float | None = None, **separator_options) -> dict:
+    """SDR table of one separator ONNX over ``songs``, plus its real-time factor on them.
+    ``segment_seconds`` (default: the model's) and ``separator_options`` (e.g. ``phase``) go to
+    :class:`~dawsep.separate.Separator`."""
+    from dawsep.separate import DEFAULT_OVERLAP, Separator
 
-    from dawsep.separate import DEFAULT_OVERLAP
-
-    sep = Separator(model_path, threads=threads, overlap=DEFAULT_OVERLAP if overlap is None else overlap)
+    sep = Separator(model_path, threads=threads, overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+                    segment_seconds=segment_seconds, **separator_options)
     order = [sep.stems.index(s) for s in STEMS]
     rows, audio_s, wall = [], 0.0, 0.0
     for _, stems in songs:
