@@ -3,11 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 EXTRAS ?= test,train,dist,live
-STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma  := ,
+STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 JOBS   ?= 2
 
-.PHONY: demo test bench bench-extras data sysdeps install clean
+.PHONY: demo test bench bench-extras data sysdeps install clean plugin
 
 sysdeps:
 	@scripts/sysdeps.sh
@@ -25,8 +25,19 @@ demo: install
 	$(BIN)/python scripts/demo_score.py demo-out/stems/demo_song demo/demo_song.reference demo-out/piano/demo_song/piano.mid
 	@echo "demo: stems in demo-out/stems/demo_song/, the piano preset's stem, piano.mid and piano.png in demo-out/piano/demo_song/"
 
-test: install
+test: install plugin
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The VST3 plugin (docs/plugin.md): JUCE from Debian, the bridge built against this venv's Python.
+# Rebuilt only when plugin/ changes (or an output is missing).
+PLUGIN_OUT := build/dawsep.vst3/Contents/x86_64-linux/dawsep.so build/dawsep-vst3-host
+plugin: $(PLUGIN_OUT)
+
+$(PLUGIN_OUT) &: $(shell find plugin -type f) | $(STAMP)
+	@scripts/plugin-deps.sh
+	cmake -S plugin -B build/plugin -DCMAKE_BUILD_TYPE=Release -DDAWSEP_PYTHON=$(abspath $(BIN)/python) -DDAWSEP_OUT_DIR=$(abspath build)
+	cmake --build build/plugin -j$(JOBS)
+	@touch $(PLUGIN_OUT)
 
 bench: install bench-extras
 	$(BIN)/python -m bench.run --out docs/BENCHMARKS.md

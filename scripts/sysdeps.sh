@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the tests and the data generator need: a real VST3 plugin for the chain tests
 # (zam-plugins), fluidsynth and the soundfonts (MuseScore General only for the held-out test split).
-# Installs only what is missing; a no-op on a prepared machine.
+# Installs only what is missing; a no-op on a prepared machine. Other scripts pass their own
+# package list as arguments (scripts/plugin-deps.sh).
 set -euo pipefail
-pkgs=(zam-plugins fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small)
+pkgs=("$@")
+((${#pkgs[@]})) || pkgs=(zam-plugins fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
