@@ -26,9 +26,19 @@ def _data_root() -> str:
     return os.environ.get("DAWSEP_DATA", os.path.expanduser("~/.cache/dawsep/data"))
 
 
-def _row(label: str, res: dict, extra: str = "") -> str:
+def _row(label: str, res: dict, *extra: str) -> str:
     cells = " | ".join(f"{res['sdr'][s]:+.2f}" for s in STEMS)
-    return f"| {label} | {cells} | **{res['mean']:+.2f}** | {extra} |"
+    return f"| {label} | {cells} | **{res['mean']:+.2f}** | " + " | ".join(extra) + " |"
+
+
+LIVE_SEGMENT_S = 1.0  # a DAW-friendly model chunk for the streaming columns
+
+
+def _latency_ms(path: str, segment_seconds: float | None = None) -> float:
+    """What :class:`~dawsep.stream.StreamingSeparator` declares to a host, in ms at 44.1 kHz."""
+    from dawsep.stream import StreamingSeparator
+
+    return StreamingSeparator(path, 1024, segment_seconds=segment_seconds).latency_samples / 44.1
 
 
 def _quantize(src: str, dst: str) -> None:
@@ -81,17 +91,24 @@ def run(quick: bool = False) -> str:
     arch = info.architecture
     lines = ["## Separation", ""]
     songs = test_songs(root, limit=4 if quick else None)
+    live_songs = songs[:: max(1, len(songs) // 16)][:16]
     seconds = sum(s.shape[-1] for _, s in songs) / 44100
     lines += [f"Held-out test split: {len(songs)} songs ({seconds / 60:.1f} min; kinds gen + m21, MuseScore General "
               f"timbres and reserved composers, never seen in training or validation). SDR in dB, median over "
               f"songs of the median over 1 s chunks (energy-ratio SDR, museval chunking; see "
               f"`dawsep/train/evaluate.py`). Models run through the ONNX runtime path (`Separator`, "
-              f"{DEFAULT_OVERLAP:.0%} overlap-add), 2 threads.", "",
-              "| estimate | " + " | ".join(STEMS) + " | mean | notes |",
-              "|---|" + "---|" * (len(STEMS) + 2)]
+              f"{DEFAULT_OVERLAP:.0%} overlap-add, mixture phase), 2 threads. *RTF*: audio seconds per wall "
+              f"second of `Separator` on these songs (decoded audio in memory). *Latency*: what "
+              f"`StreamingSeparator` declares to a host with the model's own chunk; *live*: with "
+              f"{LIVE_SEGMENT_S:g} s chunks, its latency and mean SDR on {len(live_songs)} of the songs "
+              f"(how much each architecture loses with a short context).", "",
+              "| estimate | " + " | ".join(STEMS) + " | mean | params | ONNX | steps | RTF | latency | "
+              f"live {LIVE_SEGMENT_S:g} s: latency, SDR |",
+              "|---|" + "---|" * (len(STEMS) + 7)]
     base = baselines(songs, arch.get("n_fft", 2048), arch.get("hop", 1024), arch.get("n_bins", 768))
-    lines.append(_row("mixture (floor)", base["mixture"]))
-    lines.append(_row("mix / 5 (untrained mask start)", base["uniform"]))
+    blank = ("",) * 6
+    lines.append(_row("mixture (floor)", base["mixture"], *blank))
+    lines.append(_row("mix / 5 (untrained mask start)", base["uniform"], *blank))
     results = {}
     for name, path in models:
         res = evaluate_model(path, songs, threads=2)
@@ -100,9 +117,13 @@ def run(quick: bool = False) -> str:
         prov_file = Path(path).with_suffix(".json")
         if prov_file.exists():
             prov = json.loads(prov_file.read_text())
-        note = (f"{res['arch']}, {prov.get('params', 0) / 1e6:.2f} M params, {res['bytes'] / 1e6:.1f} MB, "
-                f"{prov.get('steps_trained', '?')} steps; {res['rtf']:.1f}x real time")
-        lines.append(_row(f"`{name}` ({Path(path).name})", res, note))
+        live = evaluate_model(path, live_songs, threads=2, segment_seconds=LIVE_SEGMENT_S)
+        a = runtime.load(path, "separator", threads=1).info.architecture
+        label = f"`{name}`: {a.get('arch')}" + (" (unidirectional)" if a.get("bidirectional") is False else "")
+        lines.append(_row(label, res, f"{prov.get('params', 0) / 1e6:.2f} M",
+                          f"{res['bytes'] / 1e6:.1f} MB", f"{prov.get('steps_trained', '?')}", f"{res['rtf']:.1f}x",
+                          f"{_latency_ms(path) / 1000:.1f} s",
+                          f"{_latency_ms(path, LIVE_SEGMENT_S):.0f} ms, {live['mean']:+.2f}"))
     with tempfile.TemporaryDirectory() as tmp:
         q = os.path.join(tmp, "int8.onnx")
         try:
@@ -110,13 +131,12 @@ def run(quick: bool = False) -> str:
             res = evaluate_model(q, songs, threads=2)
             delta = res["mean"] - results["default"]["mean"]
             keep = "kept" if abs(delta) <= 0.2 and res["rtf"] > results["default"]["rtf"] else "not shipped"
-            lines.append(_row("`default` INT8 dynamic (trial)", res,
-                              f"{res['bytes'] / 1e6:.1f} MB; {res['rtf']:.1f}x real time; "
-                              f"Δ mean {delta:+.2f} dB: {keep}"))
+            lines.append(_row("`default` INT8 dynamic (trial)", res, "", f"{res['bytes'] / 1e6:.1f} MB", "",
+                              f"{res['rtf']:.1f}x", "", f"Δ mean {delta:+.2f} dB: {keep}"))
         except Exception as exc:  # report, keep the rest of the section
             lines.append(f"| `default` INT8 dynamic (trial) | failed: {exc!r} |")
     lines.append(_row(f"IRM oracle (n_fft {arch.get('n_fft')}, {arch.get('n_bins')} bins)", base["irm"],
-                      "upper bound of a real mask with this STFT"))
+                      *blank[:-1], "upper bound of a real mask with this STFT"))
     lines += ["", "Speed on 2 cores:", "", "| measurement | value |", "|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         song = Path(tmp) / "song3min.flac"
@@ -141,7 +161,7 @@ def run(quick: bool = False) -> str:
     lines += ["", "Reference: HTDemucs (random weights) runs at about 1.1x real time on this 2-core CPU "
               "with its default settings (issue 4).", "",
               "Command: `python -m bench.run --only separation` (corpus from `make data`, "
-              f"`DAWSEP_DATA` to point elsewhere)."]
+              "`DAWSEP_DATA` to point elsewhere)."]
     return "\n".join(lines)
 
 

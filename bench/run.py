@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-SECTIONS = ["separation", "transcription", "stream", "render", "data", "scaleout"]  # order in the document
+SECTIONS = ["separation", "phase", "transcription", "stream", "plugin", "render", "data", "scaleout"]  # order in the document
 
 HEADER = """# Benchmarks
 

@@ -335,6 +335,12 @@ def test_onnx_export_parity_and_metadata(tmp_path, arch):
     with torch.no_grad():
         ref = m(torch.from_numpy(x)).numpy()
     assert np.abs(sess.run(None, {"mix": x})[0] - ref).max() <= 1e-4
+    # The runtime takes any architecture through the same Separator: input length and stems kept.
+    from dawsep.separate import Separator
+
+    stems = Separator(out, segment_seconds=0.05, threads=1).separate(x[0, :, :2001], 44100)
+    assert list(stems) == ["piano", "bass", "drums", "guitar", "other"]
+    assert all(v.shape == (2, 2001) and np.isfinite(v).all() for v in stems.values())
 
 
 def test_cli_export_from_checkpoint(tmp_path):
