@@ -597,12 +597,13 @@ class SeparateJob:
         from dawsep.phase import check
 
         cfg = self.preset.separate if self.preset is not None else None
-        if cfg is not None and self.model == "default":
-            self.model = cfg.model
-        phase = self.phase or (cfg.phase if cfg is not None else "mixture")
-        if self.phase_iterations is None and cfg is not None and cfg.phase == phase:
-            self.phase_iterations = cfg.phase_iterations
-        self.phase, self.phase_iterations = check(phase, self.phase_iterations)
+        phase, iterations = self.phase or "mixture", self.phase_iterations
+        if cfg is not None:
+            if self.model == "default":
+                self.model = cfg.model
+            cfg = cfg.with_phase(self.phase, self.phase_iterations)
+            phase, iterations = cfg.phase, cfg.phase_iterations
+        self.phase, self.phase_iterations = check(phase, iterations)
         if self.output is None:
             p = self.preset.output if self.preset is not None else None
             self.output = OutputOptions(p.format, p.bit_depth) if p else OutputOptions()

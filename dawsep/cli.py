@@ -149,13 +149,10 @@ def _with_phase(preset, phase: str | None, iterations: int | None):
     if preset.separate is None:
         raise click.UsageError(f"--phase/--phase-iterations need a preset with a [separate] section; "
                                f"{preset.name!r} has none")
-    cfg = preset.separate
-    phase = phase or cfg.phase
-    if iterations is None and phase == cfg.phase:
-        iterations = cfg.phase_iterations
-    if iterations is not None and phase == "mixture":
+    cfg = preset.separate.with_phase(phase, iterations)
+    if cfg.phase_iterations is not None and cfg.phase == "mixture":
         raise click.UsageError("--phase-iterations needs --phase griffin-lim or wiener")
-    return replace(preset, separate=replace(cfg, phase=phase, phase_iterations=iterations))
+    return replace(preset, separate=cfg)
 
 
 @main.command()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,6 +32,14 @@ class SeparateConfig:
     model: str = "default"
     phase: str = "mixture"
     phase_iterations: int | None = None
+
+    def with_phase(self, phase: str | None, iterations: int | None) -> "SeparateConfig":
+        """This config with a caller's phase options over it: a given phase wins, and the
+        preset's own iterations stay only with the preset's own phase."""
+        phase = phase or self.phase
+        if iterations is None and phase == self.phase:
+            iterations = self.phase_iterations
+        return replace(self, phase=phase, phase_iterations=iterations)
 
 
 @dataclass(frozen=True)
