@@ -11,17 +11,16 @@ import pytest
 soundfile = pytest.importorskip("soundfile")
 
 from dawsep.train.data import heldout  # noqa: E402
-from dawsep.train.data.soundfonts import discover  # noqa: E402
+from dawsep.train.data.soundfonts import heldout_soundfont, training_soundfonts  # noqa: E402
 
 try:  # skip cleanly only if the system synth or soundfonts are truly missing
     from dawsep.train.data.render import Renderer
 
     Renderer()
-    _FONTS = discover()
-    _MISSING = None if any(not f.heldout for f in _FONTS) and any(f.heldout for f in _FONTS) else (
-        "training or held-out soundfont missing (run scripts/sysdeps.sh)")
+    _FONTS = training_soundfonts() + [heldout_soundfont()]
+    _MISSING = None
 except Exception as e:  # noqa: BLE001
-    _MISSING = f"libfluidsynth unavailable: {e}"
+    _MISSING = f"libfluidsynth or a soundfont unavailable (run scripts/sysdeps.sh): {e}"
 
 pytestmark = pytest.mark.skipif(_MISSING is not None, reason=_MISSING or "")
 

@@ -21,6 +21,8 @@ from dawsep.train.data import heldout
 from dawsep.train.data.song import SongSpec, is_complete
 
 M21_FRACTION = {"train": 0.25, "valid": 0.25, "test": 0.4}
+#: Corpus v2's share of bass/guitar/other parts played by procedural voices.
+V2_PROCEDURAL_FRACTION = 0.2
 _GROUPS = ("mix", "piano")
 
 
@@ -41,6 +43,15 @@ class CorpusConfig:
     song_seconds: float = 30.0
     seed: int = 0
     procedural_fraction: float = 0.0  # share of bass/guitar/other parts played by procedural voices
+    #: 1: FluidR3 + TimGM6mb soundfonts only (the first corpus, bit-identical); 2: every source in
+    #: ``sources`` (soundfonts, sample sets, procedural piano) with timbre augmentation.
+    version: int = 1
+    sources: tuple[str, ...] = ()  # default: V1_SOURCES or V2_SOURCES by version
+
+    def source_names(self) -> tuple[str, ...]:
+        from dawsep.train.data.sources import V1_SOURCES, V2_SOURCES
+
+        return tuple(self.sources) or (V2_SOURCES if self.version >= 2 else V1_SOURCES)
 
     def hours_for(self, split: str, group: str) -> float:
         if split == "train":
@@ -83,27 +94,30 @@ def plan(cfg: CorpusConfig) -> list[SongSpec]:
 _worker: dict = {}
 
 
-def _init_worker() -> None:
+def _init_worker(version: int = 1, sources: tuple[str, ...] = ()) -> None:
     from dawsep.train.data.render import Renderer
     from dawsep.train.data.soundfonts import SoundfontError, heldout_soundfont, training_soundfonts
+    from dawsep.train.data.sources import Palette, V1_SOURCES
 
     _worker["renderer"] = Renderer()
-    _worker["train"] = training_soundfonts()
+    _worker["train"] = training_soundfonts(sources or V1_SOURCES)
+    _worker["palette"] = Palette.from_sources(sources) if version >= 2 else None
     try:
         _worker["test"] = heldout_soundfont()
     except SoundfontError:
         _worker["test"] = None
 
 
-def _work(args: tuple[SongSpec, str, float]) -> tuple[str, str, float, str | None]:
+def _work(args: tuple[SongSpec, str, CorpusConfig]) -> tuple[str, str, float, str | None]:
     from dawsep.train.data.song import safe_render
 
-    spec, root, procedural_fraction = args
+    spec, root, cfg = args
     if not _worker:
-        _init_worker()
+        _init_worker(cfg.version, cfg.source_names())
     out_dir = os.path.join(root, spec.split, spec.name)
     name, seconds, err = safe_render(spec, out_dir, _worker["renderer"], train_fonts=_worker["train"],
-                                     test_font=_worker["test"], procedural_fraction=procedural_fraction)
+                                     test_font=_worker["test"], procedural_fraction=cfg.procedural_fraction,
+                                     palette=_worker["palette"])
     return spec.split, name, seconds, err
 
 
@@ -156,13 +170,14 @@ def build(root: str, cfg: CorpusConfig, jobs: int = 2, progress: Callable[[str],
                      f"({rep.audio_seconds / 3600:.2f} h in {el:.0f} s, {rep.audio_seconds / max(el, 1e-9):.1f}x real time)")
 
     if jobs <= 1 or len(todo) <= 1:
+        _worker.clear()  # this process may have built another corpus before
         for s in todo:
-            account(_work((s, root, cfg.procedural_fraction)))
+            account(_work((s, root, cfg)))
     else:
         # spawn: workers start clean (no inherited synth or thread state) on every platform.
         ctx = mp.get_context("spawn")
-        with ctx.Pool(jobs, initializer=_init_worker) as pool:
-            for res in pool.imap_unordered(_work, [(s, root, cfg.procedural_fraction) for s in todo], chunksize=1):
+        with ctx.Pool(jobs, initializer=_init_worker, initargs=(cfg.version, cfg.source_names())) as pool:
+            for res in pool.imap_unordered(_work, [(s, root, cfg) for s in todo], chunksize=1):
                 account(res)
     rep.wall_seconds = time.perf_counter() - t0
     return rep
@@ -171,7 +186,7 @@ def build(root: str, cfg: CorpusConfig, jobs: int = 2, progress: Callable[[str],
 def _write_config(root: str, cfg: CorpusConfig) -> None:
     path = os.path.join(root, "corpus.json")
     with open(path + ".tmp", "w") as fh:
-        json.dump({"config": cfg.__dict__, "layout": "<split>/<song>/{mixture,piano,bass,drums,guitar,other}.flac, piano.mid, meta.json"}, fh, indent=1)
+        json.dump({"config": {**cfg.__dict__, "sources": list(cfg.source_names())}, "layout": "<split>/<song>/{mixture,piano,bass,drums,guitar,other}.flac, piano.mid, meta.json"}, fh, indent=1)
     os.replace(path + ".tmp", path)
 
 
@@ -192,21 +207,43 @@ def iter_songs(root: str, split: str) -> Iterator[tuple[str, dict]]:
 
 
 def verify(root: str) -> dict:
-    """Check the held-out rules over a whole corpus (raises HeldOutError) and summarise it."""
+    """Check the held-out rules over a whole corpus (raises HeldOutError) and summarise it.
+
+    Train/valid songs are checked by name (soundfonts, compositions) and, where ``meta.json``
+    records them (corpus v2), by the content hash of every sample each part played. The summary
+    counts songs and hours per kind, per piano family and per drum source.
+    """
     summary = {}
     for split in heldout.SPLITS:
         counts: dict[str, list[float]] = {}
         fonts: set[str] = set()
+        piano: dict[str, list[float]] = {}
+        drums: dict[str, list[float]] = {}
         for song, meta in iter_songs(root, split):
             if meta.get("split") != split:
                 raise heldout.HeldOutError(f"{song}: meta says split {meta.get('split')!r}")
-            heldout.check_meta(split, meta)
+            heldout.check_meta(split, meta)  # names and, where recorded, every sample's content hash
             counts.setdefault(meta["kind"], []).append(meta["seconds"])
             fonts.update(os.path.basename(p["soundfont"]) for p in meta["parts"])
+            for stem, table in (("piano", piano), ("drums", drums)):
+                part = next((p for p in meta["parts"] if p["stem"] == stem), None)
+                if part is not None:
+                    table.setdefault(family_of(part), []).append(meta["seconds"])
         summary[split] = {
             "songs": {k: len(v) for k, v in counts.items()},
             "hours": {k: round(sum(v) / 3600, 3) for k, v in counts.items()},
             "soundfonts": sorted(fonts),
+            "piano_families": {k: [len(v), round(sum(v) / 3600, 3)] for k, v in sorted(piano.items())},
+            "drum_sources": {k: [len(v), round(sum(v) / 3600, 3)] for k, v in sorted(drums.items())},
         }
     return summary
 
+
+def family_of(part: dict) -> str:
+    """The source family of a meta.json part: its ``source``, or for songs rendered before sources
+    were recorded, the registry name of its soundfont file (else the file name)."""
+    if part.get("source"):
+        return part["source"]
+    from dawsep.train.data.soundfonts import source_of_path
+
+    return source_of_path(part["soundfont"]) or os.path.basename(part["soundfont"])
