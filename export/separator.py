@@ -189,7 +189,7 @@ def ship(run_dir: str, models_dir: str, name: str, file_name: str, data_root: st
         "model": file_name, "sha256": sha, "bytes": os.path.getsize(out), "kind": "separator",
         "architecture": model.config(), "params": metrics["params"],
         "ship_command": command, "train_command": train_command, "train_config": ck.get("train_config"), "corpus": ck.get("corpus"),
-        "steps_trained": last.get("step"), "best_step": ck.get("step"),
+        "steps_trained": last.get("step"), "best_step": ck.get("step"), "init_from": ck.get("init_from"),
         "metrics": metrics, "curves": _curves(run_dir),
         "held_out": "test split: MuseScore General soundfonts and the reserved music21 composers, "
                     "never read in training or validation",

@@ -178,7 +178,7 @@ def _curves(run_dir: str, every: int = 100) -> dict:
                 valid.append({"step": rec["step"], "note_f1": round(v["note_f1"], 4), "frame_f1": round(v["frame_f1"], 4),
                               **{c: {k: round(v[c][k], 4) for k in ("loss", "note_f1", "frame_f1")}
                                  for c in v if isinstance(v[c], dict)}})
-            elif rec["step"] % every == 0:
+            elif "lr" in rec and rec["step"] % every == 0:  # training records (not "init")
                 train.append({"step": rec["step"], "lr": rec["lr"],
                               **{k: round(v, 5) for k, v in rec.items() if k.startswith("loss_")}})
     return {"train_loss": train, "valid": valid}
@@ -210,7 +210,8 @@ def ship(run_dir: str, models_dir: str, name: str, file_name: str, data_root: st
         "architecture": json.loads(props["dawsep.architecture"]), "ship_command": command,
         "train_command": train_command, "train_config": best.get("train_config"),
         "train_data": json.loads(props["dawsep.train_data"]),
-        "steps_trained": last.get("step"), "best_step": best.get("step"), "metrics": metrics,
+        "steps_trained": last.get("step"), "best_step": best.get("step"), "init_from": best.get("init_from"),
+        "metrics": metrics,
         "curves": _curves(run_dir),
         "held_out": "test split: MuseScore General soundfonts and the reserved music21 composers, "
                     "never read in training or validation",

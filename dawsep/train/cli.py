@@ -34,19 +34,31 @@ def data() -> None:
 @click.option("--test-piano-hours", type=float, default=None, help="Test solo piano (default 5 % of --piano-hours).")
 @click.option("--song-seconds", type=float, default=30.0, show_default=True, help="Mean song length.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Master seed: same seed, same corpus.")
-@click.option("--procedural-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Share of bass/guitar/other parts (train/valid) played by random procedural voices.")
+@click.option("--procedural-fraction", type=click.FloatRange(0, 1), default=None,
+              help="Share of bass/guitar/other parts (train/valid) played by random procedural voices "
+                   "[default: 0 for --corpus-version 1, 0.2 for 2].")
+@click.option("--corpus-version", type=click.Choice(["1", "2"]), default="2", show_default=True,
+              help="1: FluidR3 + TimGM6mb only (the first corpus); 2: every source in --sources, with timbre "
+                   "augmentation. The test split is the same in both.")
+@click.option("--sources", default=None,
+              help="Comma-separated timbre sources (default: all of the version's). Known: fluidr3, timgm6mb, "
+                   "generaluser, airfont320, opl3, sonivox, iowa-steinway, procedural-piano, freepats, hydrogen "
+                   "(every kit) or hydrogen:<kit folder>, oneshot (every kit) or oneshot:sonic-pi|lmms.")
 @click.option("--jobs", "-j", type=int, default=2, show_default=True, help="Worker processes.")
 @click.option("--quiet", is_flag=True, help="No per-song progress lines.")
 @_errors
 def synth(out, hours, piano_hours, valid_hours, test_hours, valid_piano_hours, test_piano_hours, song_seconds, seed,
-          procedural_fraction, jobs, quiet) -> None:
+          procedural_fraction, corpus_version, sources, jobs, quiet) -> None:
     """Render the corpus (resumable: complete songs are skipped)."""
-    from dawsep.train.data.corpus import CorpusConfig, CorpusError, build, verify
+    from dawsep.train.data.corpus import V2_PROCEDURAL_FRACTION, CorpusConfig, CorpusError, build, verify
 
+    version = int(corpus_version)
+    if procedural_fraction is None:
+        procedural_fraction = V2_PROCEDURAL_FRACTION if version >= 2 else 0.0
     cfg = CorpusConfig(hours=hours, piano_hours=piano_hours, valid_hours=valid_hours, test_hours=test_hours,
                        valid_piano_hours=valid_piano_hours, test_piano_hours=test_piano_hours,
-                       song_seconds=song_seconds, seed=seed, procedural_fraction=procedural_fraction)
+                       song_seconds=song_seconds, seed=seed, procedural_fraction=procedural_fraction,
+                       version=version, sources=tuple(s.strip() for s in sources.split(",")) if sources else ())
     rep = build(out, cfg, jobs=jobs, progress=None if quiet else (lambda m: click.echo(m, err=True)))
     click.echo(f"built {rep.built} songs ({rep.audio_seconds / 3600:.2f} h) in {rep.wall_seconds:.0f} s "
                f"= {rep.realtime_factor:.1f}x real time with {jobs} jobs; skipped {rep.skipped} complete")
@@ -93,6 +105,18 @@ def plot(song_dir, out) -> None:
     click.echo(out)
 
 
+@data.command(name="cache")
+@click.argument("root", type=click.Path(exists=True, file_okay=False), default=DEFAULT_DATA)
+@click.option("--splits", default="train,valid", show_default=True, help="Comma-separated splits to cache.")
+@_errors
+def cache_cmd(root, splits) -> None:
+    """Decode every stem into ROOT/.cache-int16/ (int16 .npy, memory-mapped by the trainers; resumable)."""
+    from dawsep.train.data.cache import build_corpus
+
+    rep = build_corpus(root, tuple(s for s in splits.split(",") if s), progress=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps(rep))
+
+
 @click.group()
 def separator() -> None:
     """Train separators (TFC-TDF U-Net, Jansson U-Net, Open-Unmix, Conv-TasNet, Demucs) and export them to ONNX."""
@@ -122,9 +146,16 @@ def separator() -> None:
               help="Weight of the spectrogram term of the l1 loss (0: waveform L1 only).")
 @click.option("--workers", type=int, default=1, show_default=True, help="DataLoader worker processes.")
 @click.option("--threads", type=int, default=2, show_default=True, help="torch intra-op threads.")
+@click.option("--init-from", "init_from", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Start a new run from this model (.onnx, e.g. dawsep/models/separator-tfctdf.onnx, or a .pt "
+                   "checkpoint) at step 0; an existing OUT/last.pt is resumed instead.")
+@click.option("--minutes", type=float, default=None, help="Wall-clock budget: stop cleanly (last.pt saved) after it.")
+@click.option("--cache/--no-cache", default=True, show_default=True,
+              help="Read stems from the int16 cache under DATA/.cache-int16 (built on first use), else decode FLAC.")
 @_errors
 def separator_train(arch, data, out, steps, batch_size, segment_seconds, lr, seed, valid_every, valid_songs,
-                    valid_seconds, ckpt_minutes, kinds, model_json, loss, spec_weight, workers, threads) -> None:
+                    valid_seconds, ckpt_minutes, kinds, model_json, loss, spec_weight, workers, threads, init_from,
+                    minutes, cache) -> None:
     """Train (or resume from OUT/last.pt) a separator on the corpus."""
     # The 2 cores are shared: spinning OpenMP workers stall 3-4x when another process holds a
     # core (measured); passive waiting must be set before torch loads its OpenMP runtime.
@@ -135,8 +166,9 @@ def separator_train(arch, data, out, steps, batch_size, segment_seconds, lr, see
                       batch_size=batch_size, segment_seconds=segment_seconds, lr=lr, seed=seed,
                       kinds=tuple(k for k in kinds.split(",") if k), valid_every=valid_every,
                       valid_songs=valid_songs, valid_seconds=valid_seconds, ckpt_minutes=ckpt_minutes,
-                      loss=loss, spec_weight=spec_weight, workers=workers, threads=threads)
-    res = train(cfg, log=lambda m: click.echo(m, err=True))
+                      loss=loss, spec_weight=spec_weight, workers=workers, threads=threads, init_from=init_from,
+                      cache=cache)
+    res = train(cfg, log=lambda m: click.echo(m, err=True), minutes=minutes)
     click.echo(json.dumps(res))
 
 
@@ -179,10 +211,37 @@ def separator_ship(run_dir, name, file_name, description, data, test_songs, trai
     click.echo(json.dumps(res, indent=1))
 
 
+def session_command(kind: str):
+    """``dawsep-train <kind> session``: one time-boxed session of the shipped model (dawsep.train.session)."""
+    from dawsep.train.session import DEFAULT_RUNS
+
+    @click.command(name="session")
+    @click.option("--name", default="default", show_default=True, help=f"Registry name of the {kind} to train on.")
+    @click.option("--data", type=click.Path(exists=True, file_okay=False), default=DEFAULT_DATA, show_default=True)
+    @click.option("--runs", type=click.Path(file_okay=False), default=DEFAULT_RUNS, show_default=True,
+                  help="Run folders live in RUNS/<model file stem>.")
+    @click.option("--minutes", type=float, required=True,
+                  help="Budget for caching + training; shipping the best checkpoint follows.")
+    @click.option("--ship/--no-ship", default=True, show_default=True, help="Ship best.pt when it improved.")
+    @_errors
+    def session(name, data, runs, minutes, ship) -> None:
+        """Resume the run (or warm-start it from the shipped ONNX) with the shipped model's recipe,
+        train for MINUTES, then ship the best checkpoint into dawsep/models/ if it improved."""
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `train` (shared cores)
+        from dawsep.train.session import run
+
+        click.echo(json.dumps(run(kind, name=name, data=data, runs=runs, minutes=minutes, ship=ship,
+                                  log=lambda m: click.echo(m, err=True))))
+
+    return session
+
+
+separator.add_command(session_command("separator"))
 main.add_command(separator)
 
 from dawsep.train.cli_transcriber import transcriber  # noqa: E402  (defined in its own module)
 
+transcriber.add_command(session_command("transcriber"))
 main.add_command(transcriber)
 
 

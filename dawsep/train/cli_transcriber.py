@@ -45,9 +45,15 @@ def transcriber() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--model-config", "model_config", default=None,
               help='JSON overrides of TranscriberConfig, e.g. \'{"rnn": 96}\' (new runs only).')
+@click.option("--init-from", "init_from", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Start a new run from this model (.onnx, e.g. dawsep/models/transcriber.onnx, or a .pt "
+                   "checkpoint) at step 0; an existing OUT/last.pt is resumed instead.")
+@click.option("--minutes", type=float, default=None, help="Wall-clock budget: stop cleanly (last.pt saved) after it.")
+@click.option("--cache/--no-cache", default=True, show_default=True,
+              help="Read stems from the int16 cache under DATA/.cache-int16 (built on first use), else decode FLAC.")
 @_errors
 def train(data, out, steps, batch, segment_seconds, lr, warmup, conditions, pos_weight, valid_every, valid_items, checkpoint_every, log_every,
-          workers, threads, device, seed, model_config) -> None:
+          workers, threads, device, seed, model_config, init_from, minutes, cache) -> None:
     """Train (resumable) on the rendered corpus."""
     # Shared cores: spinning OpenMP workers stall when another process holds a core; passive
     # waiting must be set before torch loads its OpenMP runtime (as the separator's command does).
@@ -59,9 +65,10 @@ def train(data, out, steps, batch, segment_seconds, lr, warmup, conditions, pos_
                       conditions=json.loads(conditions) if conditions else None,
                       pos_weight=json.loads(pos_weight) if pos_weight else {},
                       valid_every=valid_every, valid_items=valid_items, checkpoint_every=checkpoint_every,
-                      log_every=log_every, workers=workers, threads=threads, device=device, seed=seed)
+                      log_every=log_every, workers=workers, threads=threads, device=device, seed=seed,
+                      init_from=init_from, cache=cache)
     mc = TranscriberConfig.from_dict(json.loads(model_config)) if model_config else None
-    rec = run(cfg, mc, log=lambda m: click.echo(m, err=True))
+    rec = run(cfg, mc, log=lambda m: click.echo(m, err=True), minutes=minutes)
     click.echo(json.dumps(rec))
 
 

@@ -15,7 +15,14 @@
   SDR per stem, museval-style (1 s chunks, median over chunks, median over songs), in numpy.
   The first validation also logs the mixture-as-estimate floor, the ``mix / 5`` starting point
   and the IRM oracle on the same audio.
-- Log: one JSON object per line in ``OUT/log.jsonl`` (``type``: ``train`` | ``valid`` | ``baseline``).
+- Warm start (``init_from``): a new run (no ``OUT/last.pt``) can start from the weights of a
+  shipped ONNX model or a ``.pt`` checkpoint (:mod:`dawsep.train.init_from`) at step 0, with a
+  fresh optimiser and the warm-up; folded BatchNorms are calibrated on the first training
+  batches, and the starting weights are validated at step 0 (so ``best.pt`` never falls below
+  them). An existing ``last.pt`` wins: the run resumes and ``init_from`` is ignored (logged).
+- ``train(..., minutes=M)`` stops cleanly (``last.pt`` saved) once ``M`` minutes have passed.
+- Log: one JSON object per line in ``OUT/log.jsonl`` (``type``: ``train`` | ``valid`` |
+  ``baseline`` | ``init``).
 """
 from __future__ import annotations
 
@@ -66,6 +73,9 @@ class TrainConfig:
     ckpt_minutes: float = 5.0
     workers: int = 1
     threads: int = 2
+    init_from: str | None = None  # .onnx or .pt to start a new run from (ignored when OUT/last.pt exists)
+    cache: bool = True            # read stems from the int16 cache (dawsep.train.data.cache), else decode FLAC
+    calibrate_batches: int = 4    # training batches that set the folded BatchNorms' statistics (init_from .onnx)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -128,7 +138,7 @@ class ValidSubset:
     """A fixed, evenly spaced subset of the ``valid`` split's mixtures (kinds gen and m21, whose
     stems are all present): ``(name, stems [5, 2, T])`` per song, read on demand (no RAM kept)."""
 
-    def __init__(self, root: str, n_songs: int, seconds: float):
+    def __init__(self, root: str, n_songs: int, seconds: float, cache: bool = True):
         from dawsep.train.data.dataset import load_songs
 
         songs = load_songs(root, "valid", ("gen", "m21"))  # the only split validation ever reads
@@ -137,6 +147,7 @@ class ValidSubset:
         idx = np.unique(np.linspace(0, len(songs) - 1, min(n_songs, len(songs))).round().astype(int))
         self.songs = [songs[i] for i in idx]
         self.frames = int(round(seconds * SAMPLE_RATE))
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.songs)
@@ -145,7 +156,8 @@ class ValidSubset:
         from dawsep.train.data.dataset import read_excerpt
 
         for s in self.songs:
-            yield s.meta["name"], np.stack([read_excerpt(s, k, 0, min(self.frames, s.samples)) for k in STEMS])
+            n = min(self.frames, s.samples)
+            yield s.meta["name"], np.stack([read_excerpt(s, k, 0, n, self.cache) for k in STEMS])
 
 
 @torch.no_grad()
@@ -213,13 +225,16 @@ class _Range(torch.utils.data.Sampler):
 
 
 # ------------------------------------------------------------------ the loop
-def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=print, until: int | None = None) -> dict:
+def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=print, until: int | None = None,
+          minutes: float | None = None) -> dict:
     """Train (or resume) into ``cfg.out``; returns the final state summary.
 
     ``train_set`` / ``valid`` replace the corpus datasets (tests); ``train_set`` items must be
     ``{"mix": (2, T), "stems": (S, 2, T)}`` indexed by any integer. ``until`` stops (with a
-    checkpoint) at that step without changing the schedule, which ``cfg.steps`` defines.
+    checkpoint) at that step without changing the schedule, which ``cfg.steps`` defines;
+    ``minutes`` does the same once that much wall time has passed (counted from the call).
     """
+    t_start = time.time()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -232,7 +247,16 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
     if ck and ck["model_config"]["arch"] != cfg.arch:
         raise DawsepError(f"{last_path} holds a {ck['model_config']['arch']!r} model, not {cfg.arch!r}: "
                           "use another --out or the matching --arch")
-    model = build(ck["model_config"]) if ck else make_model(cfg.arch, cfg.model)
+    loaded, init = None, None
+    if ck:
+        model = build(ck["model_config"])
+    elif cfg.init_from:
+        from dawsep.train import init_from
+
+        model, loaded = init_from.separator(cfg.init_from, cfg.arch, cfg.model)
+        init = init_from.file_info(cfg.init_from)
+    else:
+        model = make_model(cfg.arch, cfg.model)
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, best, baseline = 0, None, None
@@ -244,7 +268,9 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
         from dawsep.train.train_transcriber import _truncate_log
 
         _truncate_log(log_path, step)  # lines after the checkpoint are redone, not duplicated
-        log(f"resumed from {last_path} at step {step}")
+        init = ck.get("init_from")
+        log(f"resumed from {last_path} at step {step}"
+            + (f" (--init-from {cfg.init_from} ignored: the run's own checkpoint wins)" if cfg.init_from else ""))
     corpus = _corpus_info(cfg.data)
 
     segment = model.efficient_length(int(round(cfg.segment_seconds * SAMPLE_RATE)))
@@ -252,9 +278,12 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
         from dawsep.train.data.dataset import SeparationDataset
 
         train_set = SeparationDataset(cfg.data, "train", segment_seconds=segment / SAMPLE_RATE,
-                                      length=cfg.steps * cfg.batch_size, seed=cfg.seed, kinds=tuple(cfg.kinds))
+                                      length=cfg.steps * cfg.batch_size, seed=cfg.seed, kinds=tuple(cfg.kinds),
+                                      cache=cfg.cache)
     if valid is None and cfg.valid_every > 0:
-        valid = ValidSubset(cfg.data, cfg.valid_songs, cfg.valid_seconds)
+        valid = ValidSubset(cfg.data, cfg.valid_songs, cfg.valid_seconds, cfg.cache)
+    if loaded is not None:
+        _log_init(cfg, model, loaded, init, train_set, device, log_path, log)
     stop_at = min(cfg.steps, until) if until is not None else cfg.steps
     loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=_Range(step * cfg.batch_size,
                                                                              stop_at * cfg.batch_size),
@@ -267,7 +296,30 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
     def snapshot() -> dict:
         return {"model": model.state_dict(), "model_config": model.config(), "optimizer": opt.state_dict(),
                 "step": step, "rng": {"torch": torch.get_rng_state()}, "train_config": cfg.to_dict(),
-                "best": best, "baseline": baseline, "corpus": corpus}
+                "best": best, "baseline": baseline, "corpus": corpus, "init_from": init}
+
+    def run_validation() -> None:
+        nonlocal best, baseline
+        t0 = time.time()
+        res = validate(model, valid, device, baseline=baseline is None)
+        if baseline is None:
+            baseline = {k: res[k] for k in ("mixture", "uniform", "irm", "songs")}
+            _append(log_path, {"type": "baseline", "step": step, **baseline, "time": time.time()})
+        rec = {"type": "valid", "step": step, **res["model"], "songs": res["songs"],
+               "seconds": time.time() - t0, "time": time.time()}
+        if best is None or rec["mean"] > best["mean"]:
+            best = {"step": step, "mean": rec["mean"], "sdr": rec["sdr"]}
+            atomic_save({"model": model.state_dict(), "model_config": model.config(), "step": step,
+                         "best": best, "baseline": baseline, "train_config": cfg.to_dict(),
+                         "corpus": corpus, "init_from": init}, best_path)
+        rec["best_mean"] = best["mean"]
+        _append(log_path, rec)
+        log(f"valid step {step}: mean SDR {rec['mean']:.2f} dB " +
+            " ".join(f"{k} {v:.2f}" for k, v in rec["sdr"].items()))
+        atomic_save(snapshot(), last_path)
+
+    if loaded is not None and valid is not None:
+        run_validation()  # the starting weights' score on this corpus: best.pt never falls below it
 
     stop = {"flag": False}
 
@@ -299,7 +351,8 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
             acc["wave"] += parts["wave"]
             acc["spec"] += parts["spec"]
             n_acc += 1
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            out_of_time = minutes is not None and time.time() - t_start >= minutes * 60
+            if step % cfg.log_every == 0 or step == cfg.steps or out_of_time:
                 now = time.time()
                 rec = {"type": "train", "step": step, **{k: v / n_acc for k, v in acc.items()},
                        "lr": lr_at(step - 1, cfg), "steps_per_s": n_acc / (now - t_log),
@@ -308,29 +361,16 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
                 log(f"step {step} loss {rec['loss']:.5f} ({rec['steps_per_s']:.3f} steps/s)")
                 acc, n_acc, t_log, t_wait = {k: 0.0 for k in acc}, 0, now, 0.0
             if valid is not None and cfg.valid_every > 0 and (step % cfg.valid_every == 0 or step == cfg.steps):
-                t0 = time.time()
-                res = validate(model, valid, device, baseline=baseline is None)
-                if baseline is None:
-                    baseline = {k: res[k] for k in ("mixture", "uniform", "irm", "songs")}
-                    _append(log_path, {"type": "baseline", "step": step, **baseline, "time": time.time()})
-                rec = {"type": "valid", "step": step, **res["model"], "songs": res["songs"],
-                       "seconds": time.time() - t0, "time": time.time()}
-                if best is None or rec["mean"] > best["mean"]:
-                    best = {"step": step, "mean": rec["mean"], "sdr": rec["sdr"]}
-                    atomic_save({"model": model.state_dict(), "model_config": model.config(), "step": step,
-                                 "best": best, "baseline": baseline, "train_config": cfg.to_dict(),
-                                 "corpus": corpus}, best_path)
-                rec["best_mean"] = best["mean"]
-                _append(log_path, rec)
-                log(f"valid step {step}: mean SDR {rec['mean']:.2f} dB " +
-                    " ".join(f"{k} {v:.2f}" for k, v in rec["sdr"].items()))
-                atomic_save(snapshot(), last_path)
+                run_validation()
                 t_ckpt = time.time()
-            elif time.time() - t_ckpt > cfg.ckpt_minutes * 60 or step == stop_at or stop["flag"]:
+            elif time.time() - t_ckpt > cfg.ckpt_minutes * 60 or step == stop_at or stop["flag"] or out_of_time:
                 atomic_save(snapshot(), last_path)
                 t_ckpt = time.time()
             if stop["flag"]:
                 log(f"stopped by signal at step {step}; saved {last_path}")
+                break
+            if out_of_time:
+                log(f"time budget of {minutes:.1f} min spent at step {step}; saved {last_path}")
                 break
             t_fetch = time.time()
     finally:
@@ -338,6 +378,21 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
             signal.signal(s, h)
         torch.set_num_threads(threads_before)
     return {"step": step, "best": best, "baseline": baseline}
+
+
+def _log_init(cfg: TrainConfig, model, loaded, init: dict, train_set, device, log_path: str, log) -> None:
+    """Calibrate the folded BatchNorms on the first training batches and record the warm start."""
+    from dawsep.train.init_from import calibrate_folded
+
+    n = cfg.calibrate_batches * cfg.batch_size if loaded.folded else 0
+    batches = [torch.stack([train_set[i % len(train_set)]["mix"] for i in range(j, j + cfg.batch_size)]).to(device)
+               for j in range(0, n, cfg.batch_size)]
+    calibrate_folded(model, loaded.folded, batches)
+    _append(log_path, {"type": "init", "step": 0, "init_from": init, "folded_batchnorms": loaded.folded,
+                       "unused_parameters": loaded.dead, "calibration_items": n, "time": time.time()})
+    log(f"initialised from {cfg.init_from} (step 0, fresh optimiser and warm-up); "
+        f"{len(loaded.folded)} folded BatchNorms calibrated on {n} items"
+        + (f"; parameters no output uses, left as built: {', '.join(loaded.dead)}" if loaded.dead else ""))
 
 
 def _main_thread() -> bool:

@@ -12,6 +12,12 @@
 - Validation on a fixed subset of the ``valid`` split (evenly spaced tiles, the same each time), per
   condition (clean / mix / residue): frame F1 and note F1 (onset within 50 ms, offsets ignored)
   from the small peak-picking decoder below, numpy only. The ``test`` split is never opened here.
+- Warm start (``init_from``): a new run (no ``OUT/last.pt``) can start from a shipped ONNX model
+  or a ``.pt`` checkpoint (:mod:`dawsep.train.init_from`) at step 0 with a fresh optimiser and the
+  warm-up; folded BatchNorms are calibrated on the first training batches and the starting
+  weights are validated at step 0, so ``best.pt`` never falls below them. An existing
+  ``last.pt`` wins (the run resumes; logged). ``train(..., minutes=M)`` stops cleanly, with
+  ``last.pt`` saved, once ``M`` minutes have passed.
 """
 from __future__ import annotations
 
@@ -70,6 +76,9 @@ class TrainConfig:
     # percent of all (frame, key) cells, and without it the heads sit at the per-key prior for
     # thousands of steps before they start to discriminate.
     pos_weight: dict = field(default_factory=dict)
+    init_from: str | None = None            # .onnx or .pt to start a new run from (ignored when OUT/last.pt exists)
+    cache: bool = True                      # read stems from the int16 cache (dawsep.train.data.cache)
+    calibrate_batches: int = 4              # training batches that set folded BatchNorms' statistics (init_from .onnx)
 
 
 # ------------------------------------------------------------------ losses ----
@@ -193,7 +202,7 @@ def _worker_init(_):
 def _default_sets(cfg: TrainConfig, mc: TranscriberConfig) -> tuple[Dataset, dict[str, Dataset]]:
     from dawsep.train.data.dataset import TranscriptionDataset
 
-    common = {"hop_samples": mc.hop, "sample_rate": mc.sample_rate, "seed": cfg.seed}
+    common = {"hop_samples": mc.hop, "sample_rate": mc.sample_rate, "seed": cfg.seed, "cache": cfg.cache}
     try:
         train_set = TranscriptionDataset(cfg.data, "train", cfg.segment_seconds, length=cfg.epoch_steps * cfg.batch,
                                          conditions=cfg.conditions, **common)
@@ -220,14 +229,16 @@ def _loader(ds: Dataset, epoch: int, first_batch: int, cfg: TrainConfig, pin: bo
 # ------------------------------------------------------------------- train ----
 
 def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train_set: Dataset | None = None,
-          valid_sets: dict[str, Dataset] | None = None, log=print) -> dict:
-    """Train (or resume from ``OUT/last.pt``) until ``cfg.steps``; returns the last log record.
+          valid_sets: dict[str, Dataset] | None = None, log=print, minutes: float | None = None) -> dict:
+    """Train (or resume from ``OUT/last.pt``) until ``cfg.steps`` (or until ``minutes`` of wall time
+    have passed, checkpoint saved); returns the last log record.
 
     Sets ``torch.set_flush_denormal(True)`` for the process (see below).
 
     ``train_set``/``valid_sets`` default to ``TranscriptionDataset`` over ``cfg.data``; tests pass
     small synthetic ones. Items are dicts with ``audio (T,)`` and the five label tensors.
     """
+    t_start = time.time()
     os.makedirs(cfg.out, exist_ok=True)
     # Denormal floats appear in the activations/gradients within a few steps and made CPU steps
     # ~100x slower (measured 0.5 s -> 50 s per step); flushing them to zero costs nothing.
@@ -244,18 +255,28 @@ def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train
         if model_config is not None and model_config != saved:
             raise TrainError(f"{last_path} was trained with {saved}, not {model_config}: use another --out")
         model_config = saved
-    model_config = model_config or TranscriberConfig()
 
     torch.manual_seed(cfg.seed)
-    model = PianoTranscriber(model_config).to(dev)
+    loaded, init = None, None
+    if state is None and cfg.init_from:
+        from dawsep.train import init_from
+
+        model, loaded = init_from.transcriber(cfg.init_from, model_config)
+        model_config, init = model.cfg, init_from.file_info(cfg.init_from)
+    else:
+        model_config = model_config or TranscriberConfig()
+        model = PianoTranscriber(model_config)
+    model = model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, best = 0, -1.0
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, best = int(state["step"]), float(state["best"])
+        init = state.get("init_from")
         _truncate_log(log_path, step)
-        log(f"resumed {last_path} at step {step}")
+        log(f"resumed {last_path} at step {step}"
+            + (f" (--init-from {cfg.init_from} ignored: the run's own checkpoint wins)" if cfg.init_from else ""))
 
     if train_set is None or valid_sets is None:
         ts, vs = _default_sets(cfg, model_config)
@@ -270,20 +291,50 @@ def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train
 
     def checkpoint(metrics=None):
         save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
-                     "model_config": model_config.to_dict(), "train_config": asdict(cfg), "metrics": metrics},
-                    last_path)
+                     "model_config": model_config.to_dict(), "train_config": asdict(cfg), "metrics": metrics,
+                     "init_from": init}, last_path)
 
     def write(rec):
         with open(log_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
 
+    def validate_and_keep_best() -> dict:
+        nonlocal best
+        metrics = evaluate(model, valid_sets, v_idx, cfg.batch, dev, cfg.workers, cfg.loss_weights)
+        write({"step": step, "valid": metrics, "time": time.time()})
+        log(f"valid step {step}: note F1 {metrics['note_f1']:.3f} frame F1 {metrics['frame_f1']:.3f} "
+            + " ".join(f"{c} {metrics[c]['note_f1']:.3f}" for c in valid_sets))
+        if metrics["note_f1"] > best:
+            best = metrics["note_f1"]
+            save_atomic({"model": model.state_dict(), "step": step, "metrics": metrics,
+                         "model_config": model_config.to_dict(), "train_config": asdict(cfg), "init_from": init},
+                        best_path)
+        checkpoint(metrics)
+        return metrics
+
+    if loaded is not None:
+        n = cfg.calibrate_batches * cfg.batch if loaded.folded else 0
+        from dawsep.train.init_from import calibrate_folded
+
+        batches = [torch.stack([train_set[i % len(train_set)]["audio"] for i in range(j, j + cfg.batch)]).to(dev)
+                   for j in range(0, n, cfg.batch)]
+        calibrate_folded(model, loaded.folded, batches)
+        write({"step": 0, "init_from": init, "folded_batchnorms": loaded.folded, "unused_parameters": loaded.dead,
+               "calibration_items": n, "time": time.time()})
+        log(f"initialised from {cfg.init_from} (step 0, fresh optimiser and warm-up); "
+            f"{len(loaded.folded)} folded BatchNorms calibrated on {n} items")
+        if v_idx:
+            validate_and_keep_best()  # the starting weights' score: best.pt never falls below it
+
     model.train()
     record: dict = {}
     acc: dict[str, float] = {}
-    t_log, n_acc = time.perf_counter(), 0
+    t_log, n_acc, t_wait = time.perf_counter(), 0, 0.0  # t_wait: time spent waiting for data
     while step < cfg.steps:
         epoch, first = divmod(step, spe)
+        t_fetch = time.perf_counter()
         for batch in _loader(train_set, epoch, first, cfg, dev.type == "cuda"):
+            t_wait += time.perf_counter() - t_fetch
             torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout: a function of (seed, step)
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
             lr = lr_at(cfg, step)
@@ -300,30 +351,27 @@ def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train
             for k, v in ls.items():
                 acc[k] = acc.get(k, 0.0) + float(v.detach())
             n_acc += 1
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            out_of_time = minutes is not None and time.time() - t_start >= minutes * 60
+            if step % cfg.log_every == 0 or step == cfg.steps or out_of_time:
                 dt = time.perf_counter() - t_log
                 record = {"step": step, "epoch": epoch, "lr": lr, "grad_norm": gn,
                           **{f"loss_{k}": v / n_acc for k, v in acc.items()},
-                          "steps_per_s": n_acc / dt, "time": time.time()}
+                          "steps_per_s": n_acc / dt, "data_wait_s": t_wait / n_acc, "time": time.time()}
                 write(record)
                 log(f"step {step} loss {record['loss_total']:.4f} lr {lr:.2e} {record['steps_per_s']:.2f} steps/s")
-                acc, n_acc, t_log = {}, 0, time.perf_counter()
+                acc, n_acc, t_log, t_wait = {}, 0, time.perf_counter(), 0.0
             validate = bool(v_idx) and (step % cfg.valid_every == 0 or step == cfg.steps)
             if validate:
-                metrics = evaluate(model, valid_sets, v_idx, cfg.batch, dev, cfg.workers, cfg.loss_weights)
-                write({"step": step, "valid": metrics, "time": time.time()})
-                log(f"valid step {step}: note F1 {metrics['note_f1']:.3f} frame F1 {metrics['frame_f1']:.3f} "
-                    + " ".join(f"{c} {metrics[c]['note_f1']:.3f}" for c in valid_sets))
-                if metrics["note_f1"] > best:
-                    best = metrics["note_f1"]
-                    save_atomic({"model": model.state_dict(), "step": step, "metrics": metrics,
-                                 "model_config": model_config.to_dict(), "train_config": asdict(cfg)}, best_path)
-                checkpoint(metrics)
+                validate_and_keep_best()
                 t_log = time.perf_counter()  # validation time is not training speed
-            elif step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            elif step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
                 checkpoint()
+            if out_of_time:
+                log(f"time budget of {minutes:.1f} min spent at step {step}; saved {last_path}")
+                return record
             if step >= cfg.steps:
                 break
+            t_fetch = time.perf_counter()
     return record
 
 

@@ -1,0 +1,440 @@
+"""Warm-start a torch model from a shipped ONNX file (or a ``.pt`` checkpoint): ``--init-from``.
+
+The exporters (``export/``) trace the same modules this package trains, with the legacy exporter
+at opset 17, so an ONNX graph holds every trained tensor, under one of these forms (all seen in
+the shipped ``dawsep/models/*.onnx``):
+
+- **By name**: ``enc.0.tdf.net.1.running_mean``, ``head.weight``, ... (``state_dict`` keys).
+- **Conv + BatchNorm folded** into one Conv with a bias (``onnx::Conv_N``): the BatchNorm's
+  parameters are gone. The Conv takes the folded weight, its own bias (if any) zero, and the
+  BatchNorm becomes the identity with the folded bias as its shift (running mean 0, running var
+  ``1 - eps``, weight 1): the same function in eval mode, exactly. :func:`calibrate_folded` then
+  moves the BatchNorm's scale/shift to statistics measured on data, still exact in eval mode,
+  so that training mode (batch statistics) starts near the same function too.
+- **Linear as MatMul** (``onnx::MatMul_N``, ``[in, out]`` = ``weight.T``); its bias by name.
+- **GRU** (``onnx::GRU_N``): W ``[dirs, 3h, in]``, R ``[dirs, 3h, h]``, B ``[dirs, 6h]`` = (Wb, Rb),
+  gates z, r, h; torch stores r, z, n per direction (``*_reverse`` for the backward one).
+  ``linear_before_reset=1`` is torch's formulation, so the biases map one to one.
+- **LSTM** (``onnx::LSTM_N``): the same layout with gates i, o, f, c (torch: i, f, g, o); a
+  multi-layer LSTM is one ONNX node per layer, in graph order.
+- **GroupNorm** as Mul/Add with ``[C, 1]`` constants (``onnx::Mul_N``/``onnx::Add_N``) and **PReLU**
+  slopes reshaped to ``[1, 1]`` (Conv-TasNet).
+
+Each tensor is placed by what its consuming node does in the module the node's name scopes
+(``/enc.0/tfc/layers.0/layers.0.0/Conv`` -> ``enc.0.tfc.layers.0.0``), not by its name alone: the
+exporter stores equal tensors once (e.g. untrained BatchNorm weights) and hands the other names
+back through Identity nodes. What no node role covers (Open-Unmix's ``input_mean``) is matched
+by name. Every tensor is shape-checked. A ``state_dict`` entry left unfilled, or an initializer
+left unused, raises :class:`InitFromError` listing them: a model is never half-initialised with
+random weights. The one exception is a parameter no output depends on (no gradient reaches it,
+e.g. the residual conv of Conv-TasNet's last block), which the exporter prunes: it stays as built,
+is reported in :class:`Loaded`, and training never changes it either.
+
+The architecture comes from the file: ONNX metadata ``dawsep.architecture`` (else ``architecture``
+of the provenance JSON beside it), or a checkpoint's ``model_config``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from dawsep.errors import ModelError
+
+_SKIP = ("num_batches_tracked",)  # BatchNorm's step counter: not a weight, not in any export
+
+
+class InitFromError(ModelError):
+    """``--init-from`` cannot fill the model from the file (names the file and what is missing)."""
+
+
+# ------------------------------------------------------------------ architecture
+def read_architecture(path: str) -> dict:
+    """The ``dawsep.architecture`` JSON of an ONNX file, else ``architecture`` of ``<stem>.json`` beside it."""
+    import onnx
+
+    try:
+        props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    except Exception as e:  # onnx raises DecodeError/OSError/... for a corrupt or missing file
+        raise InitFromError(f"{path}: cannot read as ONNX ({e})") from None
+    if "dawsep.architecture" in props:
+        return json.loads(props["dawsep.architecture"])
+    prov = os.path.splitext(path)[0] + ".json"
+    if os.path.exists(prov):
+        with open(prov) as fh:
+            arch = json.load(fh).get("architecture")
+        if arch:
+            return arch
+    raise InitFromError(f"{path}: no dawsep.architecture metadata and no provenance JSON {prov} naming one")
+
+
+def _checkpoint(path: str) -> dict:
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle/zip errors of a corrupt or foreign file
+        raise InitFromError(f"{path}: cannot read as a checkpoint ({e})") from None
+    if not isinstance(ck, dict) or "model" not in ck or "model_config" not in ck:
+        raise InitFromError(f"{path}: not a dawsep training checkpoint (needs 'model' and 'model_config')")
+    return ck
+
+
+def _kind(path: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".onnx", ".pt"):
+        raise InitFromError(f"{path}: --init-from takes a .onnx model or a .pt checkpoint")
+    if not os.path.isfile(path):
+        raise InitFromError(f"{path}: no such file")
+    return ext[1:]
+
+
+# ------------------------------------------------------------------ ONNX -> state_dict
+def _gates(a: np.ndarray, order: list[int]) -> np.ndarray:
+    """Reorder the gate blocks along axis 0 (``len(order)`` equal blocks)."""
+    return np.concatenate([np.split(a, len(order))[i] for i in order])
+
+
+_GRU_ORDER = [1, 0, 2]      # torch r, z, n  <-  ONNX z, r, h
+_LSTM_ORDER = [0, 2, 3, 1]  # torch i, f, g, o  <-  ONNX i, o, f, c
+
+
+def _resolve(scope: list[str], modules: dict[str, nn.Module]) -> str | None:
+    """Module path of an exporter scope: each part names a module relative to one of its
+    ancestors in the scope (``/enc.0/tfc/layers.0/layers.0.0`` -> ``enc.0.tfc.layers.0.0``)."""
+    stack = [""]
+    for part in scope:
+        for base in reversed(stack):
+            cand = f"{base}.{part}" if base else part
+            if cand in modules:
+                stack.append(cand)
+                break
+        else:
+            return None
+    return stack[-1] if len(stack) > 1 else None
+
+
+def _folded_batchnorms(model: nn.Module, example: torch.Tensor) -> dict[str, str]:
+    """``{conv path: batchnorm path}`` for every BatchNorm fed directly by a Conv (what the exporter
+    folds), found by running ``example`` through ``model`` with hooks."""
+    names = {m: n for n, m in model.named_modules()}
+    produced: dict[int, tuple[str, torch.Tensor]] = {}
+    pairs: dict[str, str] = {}
+
+    def conv_hook(mod, _inp, out):
+        produced[id(out)] = (names[mod], out)  # keep ``out`` alive so its id stays unique
+
+    def bn_hook(mod, inp, _out):
+        src = produced.get(id(inp[0]))
+        if src is not None and src[1] is inp[0]:
+            pairs[src[0]] = names[mod]
+
+    hooks = [m.register_forward_hook(conv_hook if isinstance(m, nn.modules.conv._ConvNd) else bn_hook)
+             for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm))]
+    was = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example)
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    return pairs
+
+
+def _dead_parameters(model: nn.Module, example: torch.Tensor) -> set[str]:
+    """Parameters no output depends on (no gradient reaches them), e.g. the residual conv of
+    Conv-TasNet's last block: the exporter prunes them, and training never changes them."""
+    was = model.training
+    saved = {n: p.grad for n, p in model.named_parameters()}
+    try:
+        model.eval()
+        model.zero_grad(set_to_none=True)
+        with torch.enable_grad():  # whatever the caller's mode
+            out = model(example)
+            sum(o.sum() for o in (out if isinstance(out, (tuple, list)) else (out,))).backward()
+        return {n for n, p in model.named_parameters() if p.grad is None}
+    finally:
+        for n, p in model.named_parameters():
+            p.grad = saved[n]
+        model.train(was)
+
+
+@dataclass
+class Loaded:
+    """What :func:`onnx_state_dict` did beyond copying by name."""
+
+    folded: list[str] = field(default_factory=list)  # BatchNorms folded into their Conv (identity now)
+    dead: list[str] = field(default_factory=list)    # parameters no output depends on: left as built
+
+
+def onnx_state_dict(model: nn.Module, path: str, example: torch.Tensor) -> tuple[dict[str, torch.Tensor], Loaded]:
+    """``(state_dict, Loaded)`` for ``model`` from the initializers of ``path``.
+
+    ``example`` is any valid input of ``model`` (run once, to see which BatchNorms follow a Conv and
+    which parameters reach no output). Raises :class:`InitFromError` listing the ``state_dict``
+    entries it could not fill, the initializers it could not place, and any shape mismatch. Only a
+    parameter that reaches no output may be absent from the graph (the exporter drops it); the
+    returned state_dict then leaves it out.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    # The exporter stores equal tensors once and gives the other names back through Identity nodes.
+    alias = {n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "Identity" and n.input[0] in inits}
+    inits.update({out_name: inits[src] for out_name, src in alias.items()})
+    target = {k: v for k, v in model.state_dict().items() if not k.endswith(_SKIP)}
+    modules = dict(model.named_modules())
+    out: dict[str, np.ndarray] = {}
+    used: set[str] = set()
+    problems: list[str] = []
+
+    def put(key: str, value: np.ndarray, src: str) -> None:
+        if key not in target:
+            problems.append(f"{src} -> {key}: no such state_dict entry")
+            return
+        want = tuple(target[key].shape)
+        if value.shape != want:
+            if value.size == int(np.prod(want)) and value.squeeze().shape == target[key].squeeze().shape:
+                value = value.reshape(want)  # [C, 1] GroupNorm affine, [1, 1] PReLU slope
+            else:
+                problems.append(f"{src} -> {key}: shape {value.shape}, the model has {want}")
+                return
+        out[key] = value
+
+    folded = _folded_batchnorms(model, example)  # conv path -> BatchNorm path
+    nodes = [(n, _resolve(n.name.split("/")[1:-1], modules)) for n in proto.graph.node]
+    bn_in_graph = {p for n, p in nodes if n.op_type == "BatchNormalization"}
+    bn_missing = {bn for bn in folded.values() if bn not in bn_in_graph}
+    rnn_layer: dict[str, int] = defaultdict(int)
+    consumers: dict[str, list[str]] = defaultdict(list)
+    # 1. By role: what each node does with its initializers, in the module its scope names. (The
+    #    exporter shares one initializer between equal tensors, e.g. untrained BatchNorm weights,
+    #    so names alone are not enough.)
+    for node, path_ in nodes:
+        ins = list(node.input)
+        have = [x for x in ins if x in inits]
+        if not have:
+            continue
+        for x in have:
+            consumers[x].append(f"{node.op_type} {node.name}")
+        mod = modules.get(path_) if path_ else None
+        op = node.op_type
+        if op == "Identity":
+            continue  # an alias (above); its consumers map it
+        if op == "BatchNormalization" and isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            for key, x in zip(("weight", "bias", "running_mean", "running_var"), ins[1:5]):
+                put(f"{path_}.{key}", inits[x], x)
+        elif op in ("Conv", "ConvTranspose") and isinstance(mod, nn.modules.conv._ConvNd):
+            b = inits.get(ins[2]) if len(ins) > 2 and ins[2] else None
+            bn = folded.get(path_)
+            if op == "Conv" and bn in bn_missing and b is not None:
+                c, eps = len(b), modules[bn].eps
+                put(f"{path_}.weight", inits[ins[1]], ins[1])
+                if mod.bias is not None:
+                    put(f"{path_}.bias", np.zeros_like(b), ins[2])
+                put(f"{bn}.weight", np.ones(c, np.float32), ins[2])
+                put(f"{bn}.bias", b, ins[2])
+                put(f"{bn}.running_mean", np.zeros(c, np.float32), ins[2])
+                put(f"{bn}.running_var", np.full(c, 1.0 - eps, np.float32), ins[2])
+            else:
+                put(f"{path_}.weight", inits[ins[1]], ins[1])
+                if b is not None:
+                    put(f"{path_}.bias", b, ins[2])
+        elif op == "MatMul" and isinstance(mod, nn.Linear) and ins[1] in inits:
+            put(f"{path_}.weight", inits[ins[1]].T, ins[1])
+        elif op == "Add" and isinstance(mod, (nn.Linear, nn.GroupNorm)) and len(have) == 1:
+            put(f"{path_}.bias", inits[have[0]], have[0])
+        elif op == "Mul" and isinstance(mod, nn.GroupNorm) and len(have) == 1:
+            put(f"{path_}.weight", inits[have[0]], have[0])
+        elif op == "PRelu" and isinstance(mod, nn.PReLU):
+            put(f"{path_}.weight", inits[ins[1]], ins[1])
+        elif op in ("GRU", "LSTM") and isinstance(mod, (nn.GRU, nn.LSTM)) and type(mod).__name__ == op:
+            layer = rnn_layer[path_]
+            rnn_layer[path_] += 1
+            order = _GRU_ORDER if op == "GRU" else _LSTM_ORDER
+            W, R = inits[ins[1]], inits[ins[2]]
+            B = inits[ins[3]] if len(ins) > 3 and ins[3] else np.zeros((W.shape[0], 2 * W.shape[1]), np.float32)
+            if W.shape[0] != (2 if mod.bidirectional else 1):
+                problems.append(f"{op} node {node.name!r}: {W.shape[0]} directions, the module has "
+                                f"{1 + mod.bidirectional}")
+                continue
+            for d in range(W.shape[0]):
+                sfx = f"_l{layer}" + ("_reverse" if d else "")
+                wb, rb = np.split(B[d], 2)
+                put(f"{path_}.weight_ih{sfx}", _gates(W[d], order), ins[1])
+                put(f"{path_}.weight_hh{sfx}", _gates(R[d], order), ins[2])
+                put(f"{path_}.bias_ih{sfx}", _gates(wb, order), ins[3] or "B")
+                put(f"{path_}.bias_hh{sfx}", _gates(rb, order), ins[3] or "B")
+        else:
+            continue  # e.g. a module's own Parameter used in plain arithmetic: matched by name below
+        used.update(have)
+    # 2. By name: state_dict entries no node role covered (Open-Unmix's input_mean/input_scale).
+    for key in sorted(set(target) - set(out)):
+        if key in inits:
+            put(key, inits[key], key)
+            used.add(key)
+
+    dead = sorted(_dead_parameters(model, example) & (set(target) - set(out)))
+    unfilled = sorted(set(target) - set(out) - set(dead))
+    used |= {alias[u] for u in used if u in alias}
+    unused = sorted(set(inits) - used)
+    if problems or unfilled or unused:
+        msg = [f"{path}: cannot initialise {type(model).__name__} from this graph"]
+        if unfilled:
+            msg.append(f"state_dict entries not found ({len(unfilled)}): {', '.join(unfilled)}")
+        if unused:
+            msg.append(f"initializers not placed ({len(unused)}): "
+                       + ", ".join(f"{u} (fed to {'; '.join(consumers[u][:2]) or 'nothing'})" for u in unused))
+        msg += problems
+        raise InitFromError("\n  ".join(msg))
+    state = {k: torch.tensor(np.asarray(v, dtype=np.float32)).to(target[k].dtype) for k, v in out.items()}
+    return state, Loaded(folded=sorted(bn_missing), dead=dead)
+
+
+def load_onnx_weights(model: nn.Module, path: str, example: torch.Tensor) -> Loaded:
+    """Fill ``model`` in place from ``path`` (see :func:`onnx_state_dict`)."""
+    state, info = onnx_state_dict(model, path, example)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    left = [k for k in missing if not k.endswith(_SKIP) and k not in info.dead]
+    if left or unexpected:  # onnx_state_dict already checked; this guards the invariant
+        raise InitFromError(f"{path}: state_dict mismatch, missing {left}, unexpected {unexpected}")
+    return info
+
+
+# ------------------------------------------------------------------ folded BatchNorm calibration
+@torch.no_grad()
+def calibrate_folded(model: nn.Module, folded: list[str], inputs) -> None:
+    """Give each folded BatchNorm (identity after :func:`load_onnx_weights`) the per-channel mean
+    ``mu`` and std ``sigma`` of its input over ``inputs`` (an iterable of model inputs):
+    running stats ``(mu, sigma^2 - eps)``, weight ``sigma``, bias ``bias + mu``. The eval-mode
+    function is unchanged; in training mode the batch statistics then roughly cancel instead of
+    re-scaling every channel to unit variance (which the folded graph no longer knew about)."""
+    if not folded:
+        return
+    mods = dict(model.named_modules())
+    acc: dict[str, list] = {n: [0.0, 0.0, 0] for n in folded}
+
+    def hook(name):
+        def f(mod, inp, _out):
+            x = inp[0].transpose(0, 1).reshape(inp[0].shape[1], -1).double()
+            a = acc[name]
+            a[0] = a[0] + x.sum(1)
+            a[1] = a[1] + x.pow(2).sum(1)
+            a[2] += x.shape[1]
+        return f
+
+    hooks = [mods[n].register_forward_hook(hook(n)) for n in folded]
+    was = model.training
+    model.eval()
+    try:
+        for x in inputs:
+            model(x)
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    for n in folded:
+        s, s2, count = acc[n]
+        if not count:
+            raise InitFromError(f"calibration never reached BatchNorm {n}")
+        bn = mods[n]
+        mu = s / count
+        var = (s2 / count - mu.pow(2)).clamp_min(0.0) + bn.eps  # what training-mode BN divides by
+        sigma = var.sqrt()
+        bn.bias.copy_((bn.bias.double() + mu).float())
+        bn.weight.copy_(sigma.float())
+        bn.running_mean.copy_(mu.float())
+        bn.running_var.copy_((var - bn.eps).float())
+
+
+# ------------------------------------------------------------------ per model family
+def separator_config(path: str) -> dict:
+    """``model.config()`` of the separator in ``path`` (.onnx metadata / provenance, or .pt)."""
+    if _kind(path) == "pt":
+        return dict(_checkpoint(path)["model_config"])
+    arch = read_architecture(path)
+    if "arch" not in arch:
+        raise InitFromError(f"{path}: its architecture {arch} is not a separator's")
+    return arch
+
+
+def _same(a, b) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def separator(path: str, arch: str | None = None, overrides: dict | None = None):
+    """``(model, Loaded)``: a trainable separator holding the weights of ``path``.
+
+    The architecture is the file's; ``arch``/``overrides`` (the training command's ``--arch`` and
+    ``--model``) must agree with it. ``full_band`` is an export-time choice (same weights), so it
+    is left to the training default unless ``overrides`` sets it.
+    """
+    from dawsep.train.separators import build
+
+    ck = _checkpoint(path) if _kind(path) == "pt" else None
+    config = dict(ck["model_config"]) if ck else separator_config(path)
+    if arch is not None and config["arch"] != arch:
+        raise InitFromError(f"{path} holds a {config['arch']!r} separator, not {arch!r}: pass --arch {config['arch']}")
+    clash = {k: (v, config[k]) for k, v in (overrides or {}).items()
+             if k in config and k != "full_band" and not _same(v, config[k])}
+    if clash:
+        raise InitFromError(f"{path}: --model disagrees with the file's architecture: "
+                            + ", ".join(f"{k}={v!r} (file: {f!r})" for k, (v, f) in clash.items()))
+    config = {k: v for k, v in config.items() if k != "full_band"}
+    config.update({k: v for k, v in (overrides or {}).items() if k not in config})
+    model = build(config)
+    if ck:
+        model.load_state_dict(ck["model"])
+        return model, Loaded()
+    example = torch.zeros(1, 2, model.efficient_length(4 * model.hop * getattr(model, "frame_multiple", 1)))
+    return model, load_onnx_weights(model, path, example)
+
+
+def transcriber(path: str, model_config=None):
+    """``(model, Loaded)``: a :class:`PianoTranscriber` holding the weights of ``path``;
+    ``model_config`` (a ``TranscriberConfig``, e.g. from ``--model-config``) must equal the file's."""
+    from dawsep.train.transcriber import PianoTranscriber, TranscriberConfig
+
+    ck = _checkpoint(path) if _kind(path) == "pt" else None
+    if ck:
+        cfg = TranscriberConfig.from_dict(ck["model_config"])
+    else:
+        arch = read_architecture(path)
+        if arch.get("name") != "PianoTranscriber" or "config" not in arch:
+            raise InitFromError(f"{path}: its architecture {str(arch)[:200]} is not a PianoTranscriber's")
+        cfg = TranscriberConfig.from_dict(arch["config"])
+    if model_config is not None and model_config != cfg:
+        raise InitFromError(f"{path} holds a transcriber with {cfg}, not {model_config}")
+    model = PianoTranscriber(cfg)
+    if ck:
+        model.load_state_dict(ck["model"])
+        return model, Loaded()
+    return model, load_onnx_weights(model, path, torch.zeros(1, 4 * cfg.hop))
+
+
+def file_info(path: str) -> dict:
+    """What a run records about its starting point: the file, its sha256 and, for a shipped model,
+    the steps behind it (from the provenance JSON beside it)."""
+    from dawsep.runtime import file_sha256
+
+    info = {"path": os.path.abspath(path), "sha256": file_sha256(path)}
+    prov = os.path.splitext(path)[0] + ".json"
+    if path.endswith(".onnx") and os.path.exists(prov):
+        with open(prov) as fh:
+            p = json.load(fh)
+        info["steps_trained"] = p.get("steps_trained")
+        info.update({k: p[k] for k in ("init_from",) if p.get(k)})
+    elif path.endswith(".pt"):
+        info["step"] = _checkpoint(path).get("step")
+    return info
+
+
+__all__ = ["InitFromError", "Loaded", "calibrate_folded", "file_info", "load_onnx_weights", "onnx_state_dict",
+           "read_architecture", "separator", "separator_config", "transcriber"]
