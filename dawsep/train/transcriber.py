@@ -102,6 +102,16 @@ def mel_filters(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: fl
     return np.maximum(w, 0.0)
 
 
+def framed_power(stft: STFT, audio: torch.Tensor, hop: int, k0: int, scale: float) -> torch.Tensor:
+    """``(B, T)`` -> ``(B, T // hop, K - k0)`` power of STFT bins ``k0..``, frame ``f`` centred on
+    sample ``f*hop + hop/2`` over zero padding (the framing every transcriber front-end shares)."""
+    # STFT centres its frame j on input sample j*hop; after hop/2 leading zeros, its frame
+    # f+1 is centred on our f*hop + hop/2.
+    x = nn.functional.pad(audio, (hop // 2, 0))[:, None]
+    X = stft(x)[:, 0, :, k0:, 1: 1 + audio.shape[-1] // hop] * scale  # (B, 2, K, F)
+    return X.pow(2).sum(1).transpose(1, 2)
+
+
 class LogMel(nn.Module):
     """``(B, T)`` audio -> ``(B, F, n_mels)`` log-mel power, ``F = T // hop`` (``T >= hop``).
 
@@ -135,11 +145,7 @@ class LogMel(nn.Module):
         ``use_fft`` None: FFT in eager torch, conv-DFT when exporting (True/False force one).
         """
         stft = self.stft if use_fft is None else STFT(self.n_fft, self.hop, n_bins=self.k1, use_fft=use_fft)
-        # STFT centres its frame j on input sample j*hop; after hop/2 leading zeros, its frame
-        # f+1 is centred on our f*hop + hop/2.
-        x = nn.functional.pad(audio, (self.hop // 2, 0))[:, None]
-        X = stft(x)[:, 0, :, self.k0:, 1: 1 + audio.shape[-1] // self.hop] * self.scale  # (B, 2, K, F)
-        return X.pow(2).sum(1).transpose(1, 2)
+        return framed_power(stft, audio, self.hop, self.k0, self.scale)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         return torch.log(self.power(audio) @ self.mel + 1e-8)

@@ -1,0 +1,100 @@
+"""The pitch-equivariant transcriber: contract shapes, the log-frequency front end, equivariance."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from dawsep.train.transcriber import MIN_PITCH, N_KEYS, OUTPUTS  # noqa: E402
+from dawsep.train.transcriber_pe import (  # noqa: E402
+    PitchTranscriber,
+    PitchTranscriberConfig,
+    log_frequency_filters,
+)
+
+TINY = PitchTranscriberConfig(conv=4, key_channels=6, temporal=6, rnn_pedal=4, dilations=(1, 2),
+                              frame_dilations=(1,), dropout=0.0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: a second intra-op thread only adds barriers, which stall when the cores are busy."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _sine(pitch: float, seconds: float = 1.0, sr: int = 16000, amp: float = 0.3) -> torch.Tensor:
+    t = np.arange(int(seconds * sr)) / sr
+    return torch.tensor(amp * np.sin(2 * np.pi * 440 * 2 ** ((pitch - 69) / 12) * t), dtype=torch.float32)[None]
+
+
+@pytest.mark.parametrize("samples", [320, 321, 16000, 16319])
+def test_shapes_follow_the_contract(samples):
+    m = PitchTranscriber(TINY).eval()
+    out = m(torch.randn(2, samples))
+    assert [o.shape for o in out] == [(2, samples // 320, N_KEYS)] * 4 + [(2, samples // 320, 1)]
+    assert all(((o >= 0) & (o <= 1)).all() for o in out)
+    assert list(m.logits(torch.randn(1, 640))) == list(OUTPUTS)
+
+
+def test_config_round_trip_and_checks():
+    cfg = PitchTranscriberConfig.from_dict(TINY.to_dict())
+    assert cfg == TINY
+    with pytest.raises(ValueError):
+        PitchTranscriberConfig.from_dict({"nope": 1})
+    with pytest.raises(ValueError):
+        PitchTranscriber(PitchTranscriberConfig(octave_kernel=12))
+
+
+def test_log_frequency_bins_peak_at_their_pitch():
+    """A sine at MIDI pitch p lights the bin centred on p (3 bins per semitone) across the range."""
+    cfg = PitchTranscriberConfig()
+    m = PitchTranscriber(cfg).eval()
+    w = log_frequency_filters(cfg)
+    assert np.allclose(w.sum(axis=0)[w.sum(axis=0) > 0], 1.0)
+    for p in (33, 45, 60, 81, 100):
+        spec = m.frontend(_sine(p))[0, 10:-10].mean(0).numpy()
+        centre = (p - MIN_PITCH + cfg.low_margin) * cfg.bins_per_semitone + cfg.bins_per_semitone // 2
+        assert abs(int(np.argmax(spec)) - centre) <= 1, (p, int(np.argmax(spec)), centre)
+
+
+def test_key_features_are_pitch_equivariant():
+    """Shifting the input by 4 semitones shifts the per-key features by 4 keys (convolutions are
+    shared across pitch); an untrained net, so equality is up to the STFT's resolution."""
+    torch.manual_seed(0)
+    m = PitchTranscriber(PitchTranscriberConfig(dropout=0.0)).eval()
+    a = m.key_features(_sine(60))[0].mean(1).detach().numpy()  # (C, 88)
+    b = m.key_features(_sine(64))[0].mean(1).detach().numpy()
+    k = 60 - MIN_PITCH
+    win = slice(k - 8, k + 9)
+    shifted = slice(k - 4, k + 13)
+    err = np.abs(a[:, win] - b[:, shifted]).max()
+    assert err < 0.1 * np.abs(a[:, win]).max(), err
+    # not trivially: unshifted, the two responses differ far more than the shifted ones do
+    assert np.abs(a[:, win] - b[:, win]).max() > 3 * err
+
+
+def test_trains_towards_a_single_note():
+    """BCE on one sounding key: the loss falls and that key's frame posterior stands far above the
+    others' (the heads are shared by every key, so only the features can single it out)."""
+    torch.manual_seed(1)
+    m = PitchTranscriber(TINY)
+    x = _sine(57, 1.0).repeat(2, 1)
+    target = torch.zeros(2, 50, N_KEYS)
+    target[:, :, 57 - MIN_PITCH] = 1.0
+    opt = torch.optim.Adam(m.parameters(), 3e-3)
+    losses = []
+    for _ in range(60):
+        lg = m.logits(x)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(lg["frame"], target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.2 * losses[0]
+    m.eval()
+    frame = m(x)[1][0].detach().numpy()
+    assert frame[5:45, 57 - MIN_PITCH].mean() > 5 * np.delete(frame[5:45], 57 - MIN_PITCH, axis=1).mean()
