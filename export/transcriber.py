@@ -131,7 +131,7 @@ def export(model: PianoTranscriber, out: str, *, segment_samples: int, version: 
             "dawsep.min_pitch": str(MIN_PITCH),
             "dawsep.segment_samples": str(int(segment_samples)),
             "dawsep.version": version or dawsep.__version__,
-            "dawsep.architecture": json.dumps({"name": "PianoTranscriber", "config": cfg.to_dict(),
+            "dawsep.architecture": json.dumps({"name": type(model).__name__, "config": cfg.to_dict(),
                                                "parameters": count_parameters(model), "opset": OPSET,
                                                "outputs": list(OUTPUTS)}),
             "dawsep.train_data": json.dumps(train_data or {}),
@@ -149,7 +149,9 @@ def export_checkpoint(ckpt: str, out: str, *, version: str | None = None, rtf_se
                       threads: int = 2) -> dict:
     """Export a training checkpoint (``best.pt``/``last.pt`` of ``train_transcriber``)."""
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    model = PianoTranscriber(TranscriberConfig.from_dict(state["model_config"]))
+    from dawsep.train.transcribers import build, config_from_dict
+
+    model = build(config_from_dict(state["model_config"]))
     model.load_state_dict(state["model"])
     tc = state.get("train_config", {})
     cfg = model.cfg

@@ -44,7 +44,8 @@ def transcriber() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--model-config", "model_config", default=None,
-              help='JSON overrides of TranscriberConfig, e.g. \'{"rnn": 96}\' (new runs only).')
+              help='JSON model config (new runs only): overrides of TranscriberConfig, e.g. \'{"rnn": 96}\', or '
+                   '\'{"arch": "pitch"}\' (+ PitchTranscriberConfig fields) for the pitch-equivariant model.')
 @click.option("--init-from", "init_from", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start a new run from this model (.onnx, e.g. dawsep/models/transcriber.onnx, or a .pt "
                    "checkpoint) at step 0; an existing OUT/last.pt is resumed instead.")
@@ -59,7 +60,7 @@ def train(data, out, steps, batch, segment_seconds, lr, warmup, conditions, pos_
     # waiting must be set before torch loads its OpenMP runtime (as the separator's command does).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from dawsep.train.train_transcriber import TrainConfig, train as run
-    from dawsep.train.transcriber import TranscriberConfig
+    from dawsep.train.transcribers import config_from_dict
 
     cfg = TrainConfig(data=data, out=out, steps=steps, batch=batch, segment_seconds=segment_seconds, lr=lr, warmup=warmup,
                       conditions=json.loads(conditions) if conditions else None,
@@ -67,7 +68,7 @@ def train(data, out, steps, batch, segment_seconds, lr, warmup, conditions, pos_
                       valid_every=valid_every, valid_items=valid_items, checkpoint_every=checkpoint_every,
                       log_every=log_every, workers=workers, threads=threads, device=device, seed=seed,
                       init_from=init_from, cache=cache)
-    mc = TranscriberConfig.from_dict(json.loads(model_config)) if model_config else None
+    mc = config_from_dict(json.loads(model_config)) if model_config else None
     rec = run(cfg, mc, log=lambda m: click.echo(m, err=True), minutes=minutes)
     click.echo(json.dumps(rec))
 

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from dawsep.errors import DawsepError
 from dawsep.metrics import match_times
 from dawsep.train.transcriber import OUTPUTS, PianoTranscriber, TranscriberConfig
+from dawsep.train.transcribers import build as build_model, config_from_dict
 
 DEFAULT_DATA = os.path.join(os.path.expanduser("~"), ".cache", "dawsep", "data")
 
@@ -251,7 +252,7 @@ def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train
     last_path, best_path, log_path = (os.path.join(cfg.out, n) for n in ("last.pt", "best.pt", "log.jsonl"))
     state = load_checkpoint(last_path) if os.path.exists(last_path) else None
     if state is not None:
-        saved = TranscriberConfig.from_dict(state["model_config"])
+        saved = config_from_dict(state["model_config"])
         if model_config is not None and model_config != saved:
             raise TrainError(f"{last_path} was trained with {saved}, not {model_config}: use another --out")
         model_config = saved
@@ -265,7 +266,7 @@ def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train
         model_config, init = model.cfg, init_from.file_info(cfg.init_from)
     else:
         model_config = model_config or TranscriberConfig()
-        model = PianoTranscriber(model_config)
+        model = build_model(model_config)
     model = model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, best = 0, -1.0

@@ -98,3 +98,44 @@ def test_trains_towards_a_single_note():
     m.eval()
     frame = m(x)[1][0].detach().numpy()
     assert frame[5:45, 57 - MIN_PITCH].mean() > 5 * np.delete(frame[5:45], 57 - MIN_PITCH, axis=1).mean()
+
+
+def test_trains_resumes_and_exports_through_the_shared_tools(tmp_path):
+    """The training loop (config chosen by ``arch``), resume and the ONNX exporter take the pitch
+    model like the first architecture: parity <= 1e-4, dynamic batch and length, runtime loads it."""
+    import json
+    import os
+    import sys
+
+    ort = pytest.importorskip("onnxruntime")
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    from export.transcriber import export_checkpoint, read_metadata
+    from tests.train.test_transcriber import SineNotes
+
+    from dawsep.train.train_transcriber import TrainConfig, load_checkpoint, train
+    from dawsep.train.transcribers import config_from_dict
+
+    cfg = config_from_dict(TINY.to_dict())
+    assert isinstance(cfg, PitchTranscriberConfig)
+    tc = TrainConfig(out=str(tmp_path / "run"), steps=4, batch=2, lr=3e-3, warmup=2, log_every=1,
+                     checkpoint_every=2, valid_every=2, valid_items=2, workers=0, seed=3)
+    train(tc, cfg, SineNotes(6, seed=1), {"clean": SineNotes(4, seed=2)}, log=lambda m: None)
+    tc2 = TrainConfig(**{**tc.__dict__, "steps": 6})
+    train(tc2, None, SineNotes(6, seed=1), {"clean": SineNotes(4, seed=2)}, log=lambda m: None)  # resumes
+    state = load_checkpoint(str(tmp_path / "run" / "last.pt"))
+    assert state["step"] == 6 and state["model_config"]["arch"] == "pitch"
+    out = str(tmp_path / "pe.onnx")
+    export_checkpoint(str(tmp_path / "run" / "last.pt"), out, rtf_seconds=None)
+    arch = json.loads(read_metadata(out)["dawsep.architecture"])
+    assert arch["name"] == "PitchTranscriber" and arch["config"]["arch"] == "pitch"
+    assert json.loads(read_metadata(out)["dawsep.metrics"])["onnx_parity_max_abs"] <= 1e-4
+    sess = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+    for shape in ((1, 16001), (2, 4807)):
+        got = sess.run(None, {"audio": (np.random.default_rng(0).standard_normal(shape) * 0.2).astype(np.float32)})
+        assert [g.shape for g in got] == [(shape[0], shape[1] // 320, N_KEYS)] * 4 + [(shape[0], shape[1] // 320, 1)]
+    from dawsep.transcribe import Transcriber
+
+    # The runtime reads the pitch model's metadata (rate, hop, lowest key) and decodes its output.
+    t = Transcriber(out, threads=1).transcribe((np.random.default_rng(1).standard_normal((2, 44100)) * 0.1)
+                                               .astype(np.float32), 44100)
+    assert all(21 <= n.pitch <= 108 and 0 <= n.start_s < n.end_s <= 1.0 + 1e-6 for n in t.notes)
