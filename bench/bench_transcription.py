@@ -2,7 +2,8 @@
 mir_eval note F1 (onset 50 ms), note+offset F1, note+velocity F1 and frame F1, in three
 conditions: (a) the clean piano stem, (b) the full mixture, (c) the piano stem separated by the
 packaged default separator; beside Basic Pitch when it is installed (the optional ``bench``
-extra), and the transcriber's real-time factor on 2 cores.
+extra), the transcriber's real-time factor on 2 cores, and what it writes where there is no
+piano (false notes and pedal presses per minute on white and pink noise and on drums stems).
 """
 from __future__ import annotations
 
@@ -52,6 +53,56 @@ def _basic_pitch():
                 _, _, events = predict(path, model)
         return np.array([(s, e, p, round(a * 127)) for s, e, p, a, *_ in events], float).reshape(-1, 4)
     return run
+
+
+def false_notes(transcriber, root: str, quick: bool = False) -> list[str]:
+    """Markdown lines: notes and sustain-pedal presses per minute that the transcriber writes on
+    audio without any piano (every one is false), for the options the piano preset and the plain
+    ``dawsep transcribe`` decode with."""
+    import soundfile as sf
+
+    from dawsep.presets import TranscribeConfig, load_preset
+    from dawsep.train.data.dataset import load_songs
+    from dawsep.transcribe import decode, options_from_preset
+
+    seconds = 20 if quick else 60
+    rng = np.random.default_rng(0)
+    white = rng.standard_normal((2, SR * seconds))
+    spec = np.fft.rfft(rng.standard_normal((2, SR * seconds)), axis=1)
+    pink = np.fft.irfft(spec / np.sqrt(np.maximum(1.0, np.arange(spec.shape[1])))[None], n=SR * seconds, axis=1)
+    pink /= pink.std()
+    signals = {"white noise, -10 dBFS RMS": 0.316 * white, "white noise, -20 dBFS RMS": 0.1 * white,
+               "pink noise, -20 dBFS RMS": 0.1 * pink}
+    drums = []
+    for song in load_songs(root, "test", None):
+        if len(drums) == (4 if quick else 16):
+            break
+        d, _ = sf.read(os.path.join(song.path, "drums.flac"), frames=30 * SR, always_2d=True, dtype="float32")
+        if np.sqrt(np.mean(d ** 2)) > 1e-3:  # songs with drums
+            drums.append(d.T)
+    if drums:
+        x = np.concatenate(drums, axis=1)
+        level = 20 * np.log10(np.sqrt(np.mean(x ** 2)))
+        signals[f"drums stems of {len(drums)} test songs (30 s each, {level:.0f} dBFS RMS)"] = x
+        signals["the same drums, +12 dB"] = np.clip(4.0 * x, -1.0, 1.0)
+    options = {"piano preset": options_from_preset(load_preset("piano").transcribe),
+               "`dawsep transcribe`": options_from_preset(TranscribeConfig())}
+    lines = ["", "### Where there is no piano", "",
+             "Every note and pedal press written on audio without a piano is false. Per minute of audio, "
+             "for the options the piano preset (onset threshold "
+             f"{options['piano preset'].onset_threshold}) and a plain `dawsep transcribe` (onset threshold "
+             f"{options['`dawsep transcribe`'].onset_threshold}) decode with. A pedal press counts only with a "
+             "note sounding under it within its first 50 ms (`dawsep.transcribe.OnlineDecoder`).", "",
+             "| audio | " + " | ".join(f"notes/min, {k}" for k in options) + " | pedal presses/min, "
+             + " | pedal presses/min, ".join(options) + " |",
+             "|---|" + "---|" * (2 * len(options))]
+    for name, x in signals.items():
+        post = transcriber.posteriors(x.astype(np.float32), SR)
+        minutes = x.shape[1] / SR / 60
+        got = [decode(post, transcriber.hop_s, o, transcriber.min_pitch) for o in options.values()]
+        lines.append(f"| {name} | " + " | ".join(f"{len(n) / minutes:.1f}" for n, _ in got) + " | "
+                     + " | ".join(f"{len(p) / minutes:.1f}" for _, p in got) + " |")
+    return lines
 
 
 def run(quick: bool = False) -> str:
@@ -105,6 +156,7 @@ def run(quick: bool = False) -> str:
     tr.posteriors(x, SR)
     rtf = 60.0 / (time.perf_counter() - t)
     lines += ["", f"Transcriber alone (`{os.path.basename(str(info))}`), 60 s of 44.1 kHz audio including the "
-              f"resampling to 16 kHz, 2 ONNX Runtime threads: **{rtf:.0f}x real time**.", "",
-              "Command: `python -m bench.run --only transcription`."]
+              f"resampling to 16 kHz, 2 ONNX Runtime threads: **{rtf:.0f}x real time**."]
+    lines += false_notes(tr, root, quick)
+    lines += ["", "Command: `python -m bench.run --only transcription`."]
     return "\n".join(lines)

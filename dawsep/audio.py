@@ -21,10 +21,14 @@ scale that libsndfile reads back with, so a round trip is within half an LSB.  S
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import os
 import re
 import secrets
+import sys
+import tempfile
 from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
@@ -34,12 +38,12 @@ import numpy as np
 import soundfile as sf
 from numpy.lib.stride_tricks import sliding_window_view
 
-from dawsep.errors import AudioFormatError, OutputPathError
+from dawsep.errors import AudioFormatError, DiskFullError, OutputPathError
 
 __all__ = [
     "READ_EXTENSIONS", "WRITE_FORMATS", "AudioInfo", "is_audio_file", "info", "load",
     "resample", "resampled_length", "Resampler", "AudioReader", "stream", "AudioWriter",
-    "save", "check_finite",
+    "save", "check_finite", "free_bytes", "is_disk_full",
 ]
 
 _FORMAT_BY_EXT = {
@@ -96,6 +100,31 @@ def check_finite(audio, path, where: str = "", *, frame_offset: int = 0) -> None
     frame = int(np.argmax(bad.reshape(-1, a.shape[-1]).any(axis=0))) if a.ndim else 0
     raise AudioFormatError(
         path, f"contains non-finite samples (NaN or inf){where}, first at frame {frame_offset + frame}")
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_FULL_MARGIN = 1 << 20  # a write that fails with less free space than this failed for want of it
+
+
+def free_bytes(path) -> int:
+    """Bytes an unprivileged writer may still use on the device holding ``path``."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def is_disk_full(exc: BaseException, folder) -> bool:
+    """Whether ``exc``, raised by a write under ``folder``, means the device is full (or over
+    quota). libsndfile reports only "System error.", so a failed write is also taken for a full
+    disk when the device has (almost) no space left."""
+    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+        return True
+    text = str(exc).lower()
+    if "no space left" in text or "disk is full" in text or "disk quota" in text:
+        return True
+    try:
+        return free_bytes(folder) < _FULL_MARGIN
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 def _rate(value, what: str) -> int:
@@ -220,9 +249,38 @@ def _mp3_walk_samples(path: Path) -> int:
             samples += 1152 if mpeg1 else 576
 
 
+@contextlib.contextmanager
+def _decoder_messages(path: Path, fmt: str):
+    """The MP3 decoder (mpg123 inside libsndfile) prints warnings straight to stderr; catch them
+    and print each line with the file's name instead, so a batch log says which file it was."""
+    if fmt != "mp3":
+        yield
+        return
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to redirect
+        yield
+        return
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            text = caught.read().decode("utf-8", "replace")
+    for line in text.splitlines():
+        if line.strip():
+            print(f"{path}: mp3 decoder: {line.strip()}", file=sys.stderr)
+
+
 def _sf_open(path: Path, fmt: str) -> sf.SoundFile:
     try:
-        return sf.SoundFile(str(path))
+        with _decoder_messages(path, fmt):
+            return sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         detail = getattr(exc, "error_string", "") or str(exc)
         raise AudioFormatError(
@@ -230,11 +288,29 @@ def _sf_open(path: Path, fmt: str) -> sf.SoundFile:
                   f"(libsndfile: {detail.strip() or 'unknown error'})") from None
 
 
+def _missing_end(handle: sf.SoundFile, path: Path, fmt: str, frames: int) -> str | None:
+    """FLAC/MP3: the header states the length; decode the last frames to check they are there
+    (a cut file otherwise passes as whole until a read fails half-way)."""
+    k = min(frames, 4096)
+    try:
+        with _decoder_messages(path, fmt):
+            handle.seek(frames - k)
+            got = len(handle.read(k, dtype="float32", always_2d=True))
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        return (f"is truncated or corrupt: its header declares {frames} frames but the end cannot be decoded "
+                f"(libsndfile: {str(exc).strip() or 'unknown error'})")
+    slack = 1152 if fmt == "mp3" else 0  # one MPEG frame of seeking slack
+    if got < k - slack:
+        return f"is truncated: its header declares {frames} frames but the audio ends before that"
+    return None
+
+
 def _count_frames(handle: sf.SoundFile, path: Path) -> int:
     n = 0
     while True:
         try:
-            got = len(handle.read(1 << 16, dtype="float32", always_2d=True))
+            with _decoder_messages(path, "mp3"):
+                got = len(handle.read(1 << 16, dtype="float32", always_2d=True))
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioFormatError(path, f"decoding failed after frame {n}: the file is corrupt ({exc})") from None
         if got == 0:
@@ -265,6 +341,10 @@ def _open(path) -> tuple[sf.SoundFile, AudioInfo]:
             if frames < walked - 2 * 1152:
                 problem = (f"is a variable-bitrate MP3 without a Xing/VBRI length header; the decoder "
                            f"would stop after {frames} of its {walked} samples (re-encode it or convert it to FLAC)")
+        elif handle.format in ("FLAC", "MP3") and frames > 0:
+            problem = _missing_end(handle, path, handle.format.lower(), frames)
+            handle.close()
+            handle = _sf_open(path, fmt)  # back to the start, in a fresh decoder state
         if problem:
             raise AudioFormatError(path, problem)
         if handle.samplerate <= 0 or handle.channels <= 0:
@@ -464,7 +544,8 @@ class AudioReader:
         if self.source_info.channels > 2 and not downmix:
             self._sf.close()
             raise AudioFormatError(
-                self.path, f"has {self.source_info.channels} channels; pass downmix=True (--downmix) to mix down to stereo")
+                self.path, f"has {self.source_info.channels} channels; pass --downmix (downmix=True in Python) "
+                           "to mix it down to stereo")
         src = self.source_info.sample_rate
         self.sample_rate = target or src
         self._resampler = Resampler(src, self.sample_rate, 2) if self.sample_rate != src else None
@@ -480,8 +561,9 @@ class AudioReader:
     def _pull(self) -> None:
         total = self.source_info.frames
         try:
-            raw = self._sf.read(min(self._src_block, total - self._read), dtype="float32", always_2d=True) \
-                if self._read < total else np.zeros((0, self.source_info.channels), np.float32)
+            with _decoder_messages(self.path, self.source_info.format):
+                raw = self._sf.read(min(self._src_block, total - self._read), dtype="float32", always_2d=True) \
+                    if self._read < total else np.zeros((0, self.source_info.channels), np.float32)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioFormatError(
                 self.path, f"decoding failed after frame {self._read} of {total}: "
@@ -622,12 +704,14 @@ class AudioWriter:
         self._sf = None
         self._tmp = parent / f".{self.path.name}.{secrets.token_hex(4)}.part"
         try:
-            os.close(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # honours umask
+            os.close(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666))  # honours umask
             self._sf = sf.SoundFile(str(self._tmp), "w", self.sample_rate, self.channels,
                                     _SF_SUBTYPE[self.format, self.bit_depth], format=_SF_FORMAT[self.format],
                                     **_LOSSY_OPTIONS.get(self.format, {}))
         except OSError as exc:
             self.abort()
+            if is_disk_full(exc, parent):
+                raise self._full("cannot create the file") from None
             raise OutputPathError(f"{self.path}: cannot create a file in {parent} ({exc.strerror or exc})") from None
         except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
             self.abort()
@@ -668,8 +752,13 @@ class AudioWriter:
             raise
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             self.abort()
+            if is_disk_full(exc, self.path.parent):
+                raise self._full(f"writing failed after frame {self.frames}") from None
             raise AudioFormatError(self.path, f"writing failed after frame {self.frames}: {exc}") from None
         self.frames += a.shape[1]
+
+    def _full(self, what: str) -> DiskFullError:
+        return DiskFullError(f"{self.path}: no space left on the device ({what}); nothing was kept")
 
     def close(self) -> Path:
         """Finish the file and move it into place; returns the final path."""
@@ -690,6 +779,8 @@ class AudioWriter:
             os.replace(self._tmp, self.path)
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             self.abort()
+            if is_disk_full(exc, self.path.parent):
+                raise self._full("finishing the file failed") from None
             raise AudioFormatError(self.path, f"finishing the file failed: {exc}") from None
         self._state = "closed"
         return self.path

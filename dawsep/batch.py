@@ -14,24 +14,28 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sqlite3
+import stat
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
 from dawsep.chunking import DEFAULT_OVERLAP
-from dawsep.errors import DawsepError, ModelError, OutputPathError
+from dawsep.errors import (DawsepError, DiskFullError, ModelError, NoInputError, OutputBusyError, OutputPathError,
+                           PresetError)
 
 STATE_DIR = ".dawsep"
 
@@ -51,6 +55,7 @@ class SongResult:
     outputs: list[str] = field(default_factory=list)  # relative to OUT
     record: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    fatal: bool = False  # the run cannot go on (a full disk): the driver stops
 
 
 class Job(Protocol):
@@ -72,45 +77,182 @@ class Job(Protocol):
 
 # ------------------------------------------------------------------------------------ songs
 
+#: Endings of the files dawsep writes (stems, MIDI, plots, note lists, the manifest, the ledger,
+#: temporary files): a song's folder never ends like one, so no output can collide with a folder.
+OUTPUT_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".mid", ".midi",
+                             ".png", ".json", ".csv", ".sqlite", ".part", ".tmp"})
 
-def discover(input_path: str | Path, out_dir: str | Path, extensions: frozenset[str]) -> tuple[list[Song], list[str]]:
-    """Audio files under ``input_path`` (recursive, sorted), and the non-audio files skipped.
 
-    A single file is taken as it is (its format is checked when it is read). Hidden entries and
-    the output folder itself are skipped; symlinked folders are not followed.
+@dataclass
+class Inputs:
+    """What :func:`find_inputs` found under an input path."""
+
+    files: list[tuple[str, str]] = field(default_factory=list)  # (resolved path, path relative to IN)
+    ignored: list[str] = field(default_factory=list)  # non-audio files
+    excluded: list[tuple[str, str]] = field(default_factory=list)  # (entry relative to IN, why it was not read)
+
+
+def find_inputs(input_path: str | Path, out_dir: str | Path, extensions: frozenset[str]) -> Inputs:
+    """Audio files under ``input_path`` (recursive, sorted), the non-audio files ignored, and
+    the entries that look like audio but are not read, each with the reason: broken links and
+    link loops, links to folders (not followed), folders named like audio files, hidden files,
+    special files, unreadable folders. The output folder is never searched. A single file is
+    taken as it is (its format is checked when it is read). Never raises for one bad entry.
     """
     root = Path(input_path).expanduser()
     out = Path(out_dir).expanduser().resolve()
     if not root.exists():
         raise DawsepError(f"{root}: no such file or folder")
-    if root.is_file():
-        return [Song(str(root.resolve()), _safe_name(root.stem))], []
-    songs: list[tuple[Path, str]] = []
-    skipped: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    found = Inputs()
+    if not root.is_dir():
+        why = _not_a_song(root)
+        if why:
+            found.excluded.append((root.name, why))
+        else:
+            found.files.append((str(root.resolve()), root.name))
+        return found
+
+    def rel(p: str | Path) -> str:
+        return Path(p).relative_to(root).as_posix()
+
+    def unreadable(exc: OSError) -> None:
+        found.excluded.append((rel(exc.filename), f"folder cannot be read ({exc.strerror})"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         d = Path(dirpath)
-        dirnames[:] = sorted(n for n in dirnames if not n.startswith(".") and (d / n).resolve() != out)
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            f = d / name
-            rel = f.relative_to(root)
-            if f.suffix.lower() in extensions:
-                songs.append((f, rel.with_suffix("").as_posix()))
+        keep = []
+        for n in sorted(dirnames):
+            sub = d / n
+            if n.startswith("."):
+                continue  # .git, .dawsep, ...
+            if os.path.islink(sub):
+                found.excluded.append((rel(sub), "a symbolic link to a folder (not followed; "
+                                                 "pass it as an input of its own to process it)"))
+            elif _resolves_to(sub, out):
+                continue  # the output folder inside the input: its stems are no songs
+            elif Path(n).suffix.lower() in extensions:
+                found.excluded.append((rel(sub), "a folder named like an audio file (not searched; "
+                                                 "rename it or pass it as an input of its own)"))
             else:
-                skipped.append(rel.as_posix())
-    # song.wav and song.flac side by side would share a folder: keep their extensions apart
+                keep.append(n)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            f = d / name
+            audio_like = name.lower().endswith(tuple(extensions))
+            if name.startswith("."):
+                if audio_like:
+                    found.excluded.append((rel(f), "a hidden file (its name starts with a dot)"))
+                continue
+            if not audio_like:
+                found.ignored.append(rel(f))
+                continue
+            why = _not_a_song(f)
+            if why:
+                found.excluded.append((rel(f), why))
+            else:
+                found.files.append((str(f.resolve()), rel(f)))
+    return found
+
+
+def _resolves_to(path: Path, target: Path) -> bool:
+    try:
+        return path.resolve() == target
+    except (OSError, RuntimeError):
+        return False
+
+
+def _not_a_song(f: Path) -> str | None:
+    """Why the audio-named entry ``f`` cannot be read as a song, or None."""
+    try:
+        st = os.stat(f)  # follows links
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if exc.errno == errno.ENOENT and os.path.islink(f):
+            return "a broken symbolic link (its target does not exist)"
+        return f"cannot be read ({exc.strerror})"
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder named like an audio file (not searched)"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a pipe, socket or device)"
+    try:
+        Path(f).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return "a symbolic link that cannot be resolved"
+    return None
+
+
+def folder_part(name: str) -> str:
+    """One path component as a song folder name: never hidden, never ending like a file dawsep
+    writes (``manifest.json.wav`` -> ``manifest_json``, ``.dawsep.wav`` -> ``_dawsep``)."""
+    name = name.strip().replace("\\", "_").replace("/", "_").replace("\0", "_")
+    if name in ("", ".", ".."):
+        return "song"
+    if name.startswith("."):
+        name = "_" + name[1:]
+    base, dot, ext = name.rpartition(".")
+    if dot and base and f".{ext.lower()}" in OUTPUT_SUFFIXES:
+        name = f"{base}_{ext}"
+    return name
+
+
+def _folder_for(rel_path: str) -> tuple[str, str]:
+    """``album/x.flac.wav`` -> (``album/x_flac``, ``wav``): the song folder, each component made
+    safe, and the extension."""
+    p = PurePosixPath(rel_path)
+    parts = [folder_part(c) for c in p.parent.parts] + [folder_part(p.stem if p.suffix else p.name)]
+    return "/".join(parts), p.suffix[1:]
+
+
+def _valid_folder(rel: str) -> bool:
+    parts = rel.split("/")
+    return bool(rel) and all(p and folder_part(p) == p for p in parts)
+
+
+def assign_folders(files: list[tuple[str, str]], previous: dict[str, str] | None = None) -> list[Song]:
+    """Give every input file its own song folder (relative to OUT), in the order of ``files``.
+
+    A folder is the input's path relative to IN without its extension (each component made
+    safe by :func:`folder_part`). Inputs that would share one (``song.wav``, ``song.flac``)
+    get their extension appended (``song_wav``, ``song_flac``), then a number while the name is
+    still taken (``song_wav_2`` when a ``song_wav.mp3`` holds ``song_wav``). ``previous``
+    (input path -> folder, from the ledger) keeps the folder a song had in earlier runs, so
+    adding files never moves a song that is already done.
+    """
+    previous = previous or {}
+    taken: dict[str, str] = {}
+    chosen: dict[str, str] = {}
+    claims: dict[str, list[str]] = {}
+    for path, _ in files:
+        old = previous.get(path)
+        if old is not None and _valid_folder(old):
+            claims.setdefault(old, []).append(path)
+    for folder, paths in claims.items():
+        if len(paths) == 1:  # two inputs once shared a folder (an old dawsep): neither keeps it
+            taken[folder] = chosen[paths[0]] = folder
+    rest = [(path, *_folder_for(r)) for path, r in files if path not in chosen]
     counts: dict[str, int] = {}
-    for _, rel in songs:
-        counts[rel] = counts.get(rel, 0) + 1
-    result = [Song(str(f.resolve()), rel if counts[rel] == 1 else f"{rel}{f.suffix.replace('.', '_')}")
-              for f, rel in songs]
-    return result, skipped
+    for _, folder, _ in rest:
+        counts[folder] = counts.get(folder, 0) + 1
+    for path, folder, _ in rest:
+        if counts[folder] == 1 and folder not in taken:
+            taken[folder] = chosen[path] = folder
+    for path, folder, ext in rest:
+        if path in chosen:
+            continue
+        base = f"{folder}_{folder_part(ext)}" if ext else folder
+        name, n = base, 2
+        while name in taken:
+            name, n = f"{base}_{n}", n + 1
+        taken[name] = chosen[path] = name
+    return [Song(path, chosen[path]) for path, _ in files]
 
 
-def _safe_name(name: str) -> str:
-    name = name.strip().replace("/", "_").replace("\\", "_")
-    return name if name not in ("", ".", "..") else "song"
+def discover(input_path: str | Path, out_dir: str | Path, extensions: frozenset[str]) -> tuple[list[Song], list[str]]:
+    """Songs under ``input_path`` with their folders (:func:`find_inputs` + :func:`assign_folders`
+    without a ledger), and the non-audio files ignored."""
+    found = find_inputs(input_path, out_dir, extensions)
+    return assign_folders(found.files), found.ignored
 
 
 def inside(out_dir: Path, *parts: str) -> Path:
@@ -126,29 +268,60 @@ def inside(out_dir: Path, *parts: str) -> Path:
 
 
 class Ledger:
-    """SQLite record of each (task, song): state, fingerprint and manifest record."""
+    """SQLite record of each (task, song): state, fingerprint and manifest record.
+
+    Its files are never links (checked before opening), and a full disk or a broken database is
+    a typed error (:class:`DiskFullError`, :class:`OutputPathError`), never a traceback."""
 
     def __init__(self, path: Path):
-        self.db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("""CREATE TABLE IF NOT EXISTS songs (
+        self.path = path
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            p = path.with_name(path.name + suffix)
+            if p.is_symlink():
+                raise OutputPathError(f"{p} is a symbolic link; dawsep never follows links inside its own "
+                                      f"state folder (remove the link, or the folder {path.parent})")
+        try:
+            self.db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        self._exec("PRAGMA journal_mode=WAL")
+        self._exec("""CREATE TABLE IF NOT EXISTS songs (
             task TEXT NOT NULL, song TEXT NOT NULL, input TEXT NOT NULL, fingerprint TEXT NOT NULL,
             state TEXT NOT NULL, error TEXT, record TEXT, updated REAL NOT NULL,
             PRIMARY KEY (task, song))""")
 
+    def _error(self, exc: sqlite3.Error) -> DawsepError:
+        from dawsep.audio import is_disk_full
+
+        if getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13) \
+                or is_disk_full(exc, self.path.parent):
+            return DiskFullError(f"no space left on the device of {self.path.parent.parent} "
+                                 f"(the run ledger {self.path.name} could not be written)")
+        return OutputPathError(f"the run ledger {self.path} cannot be used: {exc} "
+                               f"(remove {self.path.parent} to start the folder afresh)")
+
+    def _exec(self, sql: str, args: tuple = ()):
+        try:
+            return self.db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
     def get(self, task: str, song: str) -> tuple[str, str, dict] | None:
-        row = self.db.execute("SELECT state, fingerprint, record FROM songs WHERE task=? AND song=?",
-                              (task, song)).fetchone()
+        row = self._exec("SELECT state, fingerprint, record FROM songs WHERE task=? AND song=?",
+                         (task, song)).fetchone()
         return None if row is None else (row[0], row[1], json.loads(row[2] or "{}"))
 
     def set(self, task: str, song: Song, fingerprint: str, state: str, error: str | None = None,
             record: dict | None = None) -> None:
-        self.db.execute("INSERT OR REPLACE INTO songs VALUES (?,?,?,?,?,?,?,?)",
-                        (task, song.rel, song.path, fingerprint, state, error,
-                         json.dumps(record or {}), time.time()))
+        self._exec("INSERT OR REPLACE INTO songs VALUES (?,?,?,?,?,?,?,?)",
+                   (task, song.rel, song.path, fingerprint, state, error, json.dumps(record or {}), time.time()))
+
+    def folders(self) -> dict[str, str]:
+        """Input path -> the song folder it had most recently (any task)."""
+        return {i: s for i, s in self._exec("SELECT input, song FROM songs ORDER BY updated")}
 
     def rows(self) -> list[dict[str, Any]]:
-        cur = self.db.execute("SELECT task, song, input, state, error, record FROM songs ORDER BY song, task")
+        cur = self._exec("SELECT task, song, input, state, error, record FROM songs ORDER BY song, task")
         return [{"task": t, "song": s, "input": i, "state": st, "error": e, **json.loads(r or "{}")}
                 for t, s, i, st, e, r in cur]
 
@@ -179,19 +352,26 @@ class BatchReport:
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    excluded: list[tuple[str, str]] = field(default_factory=list)  # (input entry, why it was not read)
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
+    @property
+    def total(self) -> int:
+        """Songs this run looked at: done, already done and failed."""
+        return len(self.done) + len(self.skipped) + len(self.failed)
+
     def summary(self) -> str:
-        total = len(self.done) + len(self.skipped) + len(self.failed)
-        lines = [f"{total} song(s): {len(self.done)} done, {len(self.skipped)} already done (skipped), "
+        lines = [f"{self.total} song(s): {len(self.done)} done, {len(self.skipped)} already done (skipped), "
                  f"{len(self.failed)} failed in {self.seconds:.1f} s -> {self.out_dir}"]
         if self.ignored:
             lines.append(f"ignored {len(self.ignored)} non-audio file(s): {', '.join(self.ignored[:5])}"
                          + (" ..." if len(self.ignored) > 5 else ""))
+        for entry, why in self.excluded:
+            lines.append(f"NOT READ {entry}: {why}")
         for song, err in self.failed:
             lines.append(f"FAILED {song}: {err}")
         return "\n".join(lines)
@@ -200,10 +380,22 @@ class BatchReport:
 # ----------------------------------------------------------------------------------- engine
 
 _WORKER_JOB: Job | None = None
+_DRIVER_PID: int | None = None  # in a worker process: the driver's pid (None: in the driver itself)
 
 
-def _worker_init(job: Job, threads: int, own_process: bool = True) -> None:
-    global _WORKER_JOB
+class _DriverGone(Exception):
+    pass
+
+
+def _worker_init(job: Job, threads: int, own_process: bool = True, driver_pid: int | None = None) -> None:
+    """Load ``job`` in this process. ``driver_pid``: this is a worker process of that driver: it
+    ignores Ctrl-C (the driver stops it), dies with the driver (Linux: ``PR_SET_PDEATHSIG``), and
+    never moves a song's outputs into OUT once the driver is gone."""
+    global _WORKER_JOB, _DRIVER_PID
+    _DRIVER_PID = driver_pid
+    if driver_pid is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _die_with(driver_pid)
     if own_process:
         # Keep numeric libraries to their share of the cores; set before they start thread pools.
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -212,18 +404,40 @@ def _worker_init(job: Job, threads: int, own_process: bool = True) -> None:
     _WORKER_JOB = job
 
 
+def _die_with(driver_pid: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent (the driver) dies; exit now if it
+    already has (the request only covers deaths after it is made)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the pid checks before each write remain
+            pass
+    if os.getppid() != driver_pid:
+        os._exit(1)
+
+
+def _check_driver() -> None:
+    if _DRIVER_PID is not None and os.getppid() != _DRIVER_PID:
+        raise _DriverGone()
+
+
 def _run_one(song: Song, out_dir: str, staging_root: str) -> SongResult:
     """Run the worker's job on one song; never raises (the result carries the error)."""
     job = _WORKER_JOB
     assert job is not None, "worker not initialised"
     out = Path(out_dir)
     staging = Path(staging_root) / hashlib.sha1(f"{job.task}\0{song.rel}".encode()).hexdigest()[:16]
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     t0 = time.perf_counter()
     try:
+        _check_driver()
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
         record = job.run(song, staging)
         names = list(record.pop("outputs"))
+        _check_driver()  # a driver that died will not record this song: write nothing into OUT
         target_dir = inside(out, song.rel)
         target_dir.mkdir(parents=True, exist_ok=True)
         outputs = []
@@ -238,28 +452,84 @@ def _run_one(song: Song, out_dir: str, staging_root: str) -> SongResult:
         if dur:
             record["timings"]["realtime_factor"] = round(dur / max(record["timings"]["total_s"], 1e-9), 2)
         return SongResult(song, True, outputs, record)
+    except _DriverGone:
+        return SongResult(song, False, error="the driver process is gone; nothing was written")
+    except DiskFullError as exc:
+        return SongResult(song, False, error=str(exc), fatal=True)
     except DawsepError as exc:
         return SongResult(song, False, error=f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # a bug or a library failure: report it, keep the batch going
+        from dawsep.audio import is_disk_full
+
+        if is_disk_full(exc, out):
+            return SongResult(song, False, error=f"{exc}", fatal=True)
         tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
         return SongResult(song, False, error=f"unexpected error: {tb}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _state_dir(out: Path) -> Path:
+    """``OUT/.dawsep``, created if needed; refused when it (or OUT's entry for it) is a link."""
+    state = out / STATE_DIR
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if state.is_symlink():
+            raise OutputPathError(f"{state} is a symbolic link; dawsep keeps its state only in a real folder "
+                                  "inside OUT (remove the link)")
+        state.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise _path_error(exc, out, f"cannot create {state}") from None
+    if state.is_symlink() or not state.is_dir():
+        raise OutputPathError(f"{state} is not a folder (or is a symbolic link); remove it")
+    return state
+
+
+def _path_error(exc: OSError, out: Path, what: str) -> DawsepError:
+    from dawsep.audio import is_disk_full
+
+    if is_disk_full(exc, out):
+        return DiskFullError(f"no space left on the device of {out} ({what})")
+    return OutputPathError(f"{what}: {exc.strerror or exc}")
+
+
 @contextlib.contextmanager
 def _locked(state: Path) -> Iterator[None]:
-    fh = open(state / "lock", "w")
+    path = state / "lock"
+    try:  # never through a link, never truncating: the lock file holds nothing
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OutputPathError(f"{path} is a symbolic link; dawsep never follows links inside its own "
+                                  "state folder (remove the link)") from None
+        raise _path_error(exc, state.parent, f"cannot create the lock file {path}") from None
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        raise DawsepError(f"another dawsep run is writing to {state.parent}; wait for it or use another -o") from None
-    try:
-        yield
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OutputPathError(f"{path} is not a regular file; remove it")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputBusyError(f"another dawsep run is writing to {state.parent}; wait for it or use another -o") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
+        os.close(fd)
+
+
+def _fresh_staging(state: Path) -> Path:
+    """An empty ``OUT/.dawsep/staging``: leftovers of a killed run are wiped; a link or file in
+    its place is removed (the link itself, never what it points to)."""
+    staging = state / "staging"
+    try:
+        if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
+            staging.unlink()
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as exc:
+        raise _path_error(exc, state.parent, f"cannot create {staging}") from None
+    return staging
 
 
 def run_batch(job: Job, input_path: str | Path, out_dir: str | Path, *, jobs: int | None = 1,
@@ -272,7 +542,11 @@ def run_batch(job: Job, input_path: str | Path, out_dir: str | Path, *, jobs: in
     ``engine="ray"``: ``jobs`` Ray workers (None: one per CPU of the cluster) on the Ray this
     process joined, else ``address``, ``$RAY_ADDRESS`` or a local Ray started for the run
     (see :mod:`dawsep.distributed`). Songs already done with the same settings are skipped
-    unless ``force``. Never raises for a bad song: see the returned report.
+    unless ``force``. Never raises for a bad song: see the returned report. Raises for what
+    stops the whole run: :class:`NoInputError`, :class:`OutputBusyError`,
+    :class:`OutputPathError` (OUT unusable or equal to the input folder), :class:`DiskFullError`;
+    and on KeyboardInterrupt (or :class:`~dawsep.errors.Interrupted`) it records the songs
+    finished so far in ``manifest.json`` before re-raising.
     """
     from dawsep.audio import READ_EXTENSIONS
 
@@ -284,76 +558,112 @@ def run_batch(job: Job, input_path: str | Path, out_dir: str | Path, *, jobs: in
         import_ray()  # a missing Ray is reported before anything is touched
     t0 = time.perf_counter()
     out = Path(out_dir).expanduser()
+    extensions = extensions or READ_EXTENSIONS
     if out.exists() and not out.is_dir():
         raise OutputPathError(f"{out}: output path exists and is not a folder")
-    songs, ignored = discover(input_path, out, extensions or READ_EXTENSIONS)
-    if not songs:
-        raise DawsepError(f"{input_path}: no audio files found (looked for {', '.join(sorted(extensions or READ_EXTENSIONS))})")
-    state = out / STATE_DIR
-    state.mkdir(parents=True, exist_ok=True)
-    report = BatchReport(str(out), ignored=ignored)
+    root = Path(input_path).expanduser()
+    if root.is_dir() and _resolves_to(out, root.resolve()):
+        raise OutputPathError(f"{out} is the input folder; write the outputs elsewhere (-o), or a rerun would "
+                              "read them back as songs")
+    found = find_inputs(root, out, extensions)
+    if not found.files:
+        if found.excluded:
+            why = f"{len(found.excluded)} entr{'y' if len(found.excluded) == 1 else 'ies'} not read: " + \
+                  "; ".join(f"{e}: {w}" for e, w in found.excluded[:3])
+        elif found.ignored:
+            why = f"{len(found.ignored)} other file(s) ignored; looked for {', '.join(sorted(extensions))}"
+        else:
+            why = "the folder is empty" if root.is_dir() else f"looked for {', '.join(sorted(extensions))}"
+        raise NoInputError(f"{input_path}: no audio files found ({why})")
+    state = _state_dir(out)
+    report = BatchReport(str(out), ignored=found.ignored, excluded=found.excluded)
     with _locked(state):
-        staging_root = state / "staging"
-        shutil.rmtree(staging_root, ignore_errors=True)  # leftovers of a killed run
-        staging_root.mkdir()
+        staging_root = _fresh_staging(state)
         ledger = Ledger(state / "ledger.sqlite")
         try:
-            fp_job = job.fingerprint()
-            todo: list[tuple[Song, str]] = []
-            for song in songs:
-                fp = f"{fp_job}:{input_fingerprint(song.path)}"
-                row = ledger.get(job.task, song.rel)
-                if (not force and row and row[0] == "done" and row[1] == fp
-                        and all((out / o).exists() for o in row[2].get("outputs", []))):
-                    report.skipped.append(song.rel)
-                else:
-                    todo.append((song, fp))
-            bar = _progress(len(todo), progress)
-
-            def finish(res: SongResult, fp: str) -> None:
-                if res.ok:
-                    record = {**res.record, "outputs": res.outputs}
-                    ledger.set(job.task, res.song, fp, "done", record=record)
-                    report.done.append(res.song.rel)
-                else:
-                    ledger.set(job.task, res.song, fp, "failed", error=res.error)
-                    report.failed.append((res.song.rel, res.error or "failed"))
-                    if progress:
-                        bar.write(f"FAILED {res.song.rel}: {res.error}", file=sys.stderr)
-                bar.update(1)
-                if on_result:
-                    on_result(res)
-
-            for song, fp in todo:
-                ledger.set(job.task, song, fp, "pending")
-            if engine == "ray" and todo:
-                from dawsep.distributed import run_ray
-
-                run_ray(job, todo, Path(input_path), out, staging_root, jobs, ledger, finish, address)
-            elif (jobs or 1) <= 1:
-                _worker_init(job, threads=os.cpu_count() or 1, own_process=False)
-                for song, fp in todo:
-                    ledger.set(job.task, song, fp, "running")
-                    finish(_run_one(song, str(out), str(staging_root)), fp)
-            else:
-                _run_pool(job, todo, out, staging_root, jobs, ledger, finish)
-            bar.close()
+            songs = assign_folders(found.files, ledger.folders())
+            _run_songs(job, songs, out, staging_root, ledger, report, jobs=jobs, force=force, progress=progress,
+                       on_result=on_result, engine=engine, address=address, input_root=root)
             report.seconds = time.perf_counter() - t0
             write_manifest(out, ledger, report)
+        except BaseException as exc:  # interrupted, disk full, a dead worker pool: record what finished
+            report.seconds = time.perf_counter() - t0
+            with contextlib.suppress(Exception):
+                write_manifest(out, ledger, report)
+            if isinstance(exc, DiskFullError) and "rerun" not in str(exc):
+                raise DiskFullError(f"{exc}. {len(report.done)} song(s) finished in this run are kept; free some "
+                                    "space and rerun the same command to do the rest") from None
+            raise
         finally:
             ledger.close()
     return report
 
 
+def _run_songs(job: Job, songs: list[Song], out: Path, staging_root: Path, ledger: Ledger, report: BatchReport, *,
+               jobs: int | None, force: bool, progress: bool, on_result, engine: str, address: str | None,
+               input_root: Path) -> None:
+    fp_job = job.fingerprint()
+    todo: list[tuple[Song, str]] = []
+    for song in songs:
+        try:
+            fp = f"{fp_job}:{input_fingerprint(song.path)}"
+        except OSError as exc:  # gone or unreadable since it was found
+            report.failed.append((song.rel, f"cannot be read: {exc.strerror or exc}"))
+            continue
+        row = ledger.get(job.task, song.rel)
+        if (not force and row and row[0] == "done" and row[1] == fp
+                and all((out / o).exists() for o in row[2].get("outputs", []))):
+            report.skipped.append(song.rel)
+        else:
+            todo.append((song, fp))
+    bar = _progress(len(todo), progress)
+
+    def finish(res: SongResult, fp: str) -> None:
+        if res.fatal:
+            raise DiskFullError(f"no space left on the device of {out} (while writing {res.song.rel})")
+        if res.ok:
+            record = {**res.record, "outputs": res.outputs}
+            ledger.set(job.task, res.song, fp, "done", record=record)
+            report.done.append(res.song.rel)
+        else:
+            ledger.set(job.task, res.song, fp, "failed", error=res.error)
+            report.failed.append((res.song.rel, res.error or "failed"))
+            if progress:
+                bar.write(f"FAILED {res.song.rel}: {res.error}", file=sys.stderr)
+        bar.update(1)
+        if on_result:
+            on_result(res)
+
+    try:
+        for song, fp in todo:
+            ledger.set(job.task, song, fp, "pending")
+        if engine == "ray" and todo:
+            from dawsep.distributed import run_ray
+
+            run_ray(job, todo, input_root, out, staging_root, jobs, ledger, finish, address)
+        elif (jobs or 1) <= 1:
+            _worker_init(job, threads=os.cpu_count() or 1, own_process=False)
+            for song, fp in todo:
+                ledger.set(job.task, song, fp, "running")
+                finish(_run_one(song, str(out), str(staging_root)), fp)
+        else:
+            _run_pool(job, todo, out, staging_root, jobs, ledger, finish)
+    finally:
+        bar.close()
+
+
 def _run_pool(job: Job, todo: list[tuple[Song, str]], out: Path, staging_root: Path, jobs: int,
               ledger: Ledger, finish: Callable[[SongResult, str], None]) -> None:
-    """At most ``jobs`` songs in flight, so a crashed worker is pinned to the songs it held."""
+    """At most ``jobs`` songs in flight, so a crashed worker is pinned to the songs it held.
+
+    The workers die with this process (:func:`_die_with`); when the run stops early (Ctrl-C,
+    SIGTERM, a full disk) they are killed, and the songs they held are redone by the next run."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     ctx = multiprocessing.get_context("spawn")  # plugins and ORT threads do not survive fork
 
     def new_pool(n: int) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init,
-                                      initargs=(job, threads))
+                                      initargs=(job, threads, True, os.getpid()))
 
     queue = list(todo)
     retry_alone: list[tuple[Song, str]] = []
@@ -372,10 +682,12 @@ def _run_pool(job: Job, todo: list[tuple[Song, str]], out: Path, staging_root: P
             for fut in done:
                 song, fp = running.pop(fut)
                 try:
-                    finish(fut.result(), fp)
+                    res = fut.result()
                 except cf.process.BrokenProcessPool:
                     broken = True
                     running[fut] = (song, fp)
+                    continue
+                finish(res, fp)
             if broken:
                 # the pool is unusable; whichever song crashed it is among those in flight
                 victims = list(running.values())
@@ -388,6 +700,11 @@ def _run_pool(job: Job, todo: list[tuple[Song, str]], out: Path, staging_root: P
                 else:
                     retry_alone.extend(victims)  # retry one at a time to find the culprit
                 pool = new_pool(jobs)
+    except BaseException:
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            with contextlib.suppress(Exception):
+                proc.kill()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -400,21 +717,41 @@ def _progress(total: int, enabled: bool):
 
 
 def write_manifest(out: Path, ledger: Ledger, report: BatchReport) -> Path:
-    """``OUT/manifest.json``: every song this folder has seen, from the ledger (atomic write)."""
+    """``OUT/manifest.json``: every song this folder has seen, from the ledger (atomic write; on
+    a full disk the previous manifest stays as it was)."""
     from dawsep import __version__
 
     doc = {
         "dawsep_version": __version__,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "last_run": {"done": len(report.done), "skipped": len(report.skipped),
-                     "failed": len(report.failed), "seconds": round(report.seconds, 3)},
+                     "failed": len(report.failed), "seconds": round(report.seconds, 3),
+                     "not_read": [{"input": e, "why": w} for e, w in report.excluded]},
         "songs": ledger.rows(),
     }
     path = out / "manifest.json"
-    tmp = out / f".manifest.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False))
-    os.replace(tmp, path)
+    try:
+        _write_all(path, json.dumps(doc, indent=2, sort_keys=False).encode())
+    except OSError as exc:
+        raise _path_error(exc, out, f"cannot write {path}") from None
     return path
+
+
+def _write_all(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a new hidden temporary file (never through a link),
+    fsync, rename; on failure the temporary file is removed and ``path`` is untouched."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 # ------------------------------------------------------------------------------------- jobs
@@ -454,16 +791,20 @@ class _OutputStream:
         if y.shape[1]:
             self.writer.write(y)
 
-    def emit(self, y: np.ndarray) -> None:
+    def emit(self, y: np.ndarray, extra: np.ndarray | None = None) -> None:
+        """Write ``y`` (processing rate); ``extra``: added after resampling, at the file's rate
+        (as many samples as the resampler returns for ``y``)."""
         if self.skip:
             cut = min(self.skip, y.shape[1])
             y, self.skip = y[:, cut:], self.skip - cut
-        self._write(self.back.process(y) if self.back is not None else y)
+        z = self.back.process(y) if self.back is not None else y
+        self._write(z + extra if extra is not None else z)
 
-    def finish(self) -> None:
+    def finish(self, extra: np.ndarray | None = None) -> None:
         """Flush the resampler and pad to the exact length (resampling there and back may round)."""
         if self.back is not None:
-            self._write(self.back.flush())
+            z = self.back.flush()
+            self._write(z + extra if extra is not None else z)
         if self.room:
             self._write(np.zeros((2, self.room), np.float32))
 
@@ -521,6 +862,15 @@ class RenderJob:
         self._chain = self.preset.build_chain()
 
     def run(self, song: Song, staging: Path) -> dict[str, Any]:
+        from dawsep.errors import PluginError
+
+        try:
+            return self._render(song, staging)
+        except PluginError as exc:  # e.g. a chain driven to inf: the preset's doing, named as such
+            raise PresetError(self.preset.source, self.preset.key_of_step(getattr(exc, "step_index", None)),
+                              str(exc)) from None
+
+    def _render(self, song: Song, staging: Path) -> dict[str, Any]:
         from dawsep import audio
 
         chain = self._chain or self.preset.build_chain()
@@ -559,9 +909,19 @@ def _model_hashes(preset) -> list[str]:
 
     out = []
     if preset.separate is not None:
-        path, _, sha = runtime.resolve(preset.separate.model, "separator")
+        path, _, sha = _preset_model(preset, "separate", preset.separate.model, "separator")
         out.append(sha or runtime.file_sha256(path))
     return out
+
+
+def _preset_model(preset, section: str, model: str, kind: str, hint: str = ""):
+    """``runtime.resolve`` for a model a preset names; a problem names the preset file and key."""
+    from dawsep import runtime
+
+    try:
+        return runtime.resolve(model, kind)
+    except ModelError as exc:
+        raise ModelError(f"{preset.source} [{section}.model]: {exc}{hint}") from None
 
 
 @dataclass
@@ -625,16 +985,23 @@ class SeparateJob:
     def _resolve_transcriber(self):
         from dawsep import runtime
 
-        try:
-            return runtime.resolve(self.preset.transcribe.model, "transcriber")
-        except ModelError as exc:
-            raise ModelError(f"preset {self.preset.name!r} transcribes to MIDI: {exc} "
-                             "(pass --no-midi to write the stem only)") from None
+        return _preset_model(self.preset, "transcribe", self.preset.transcribe.model, "transcriber",
+                             " (the preset transcribes to MIDI; pass --no-midi to write the stem only)")
+
+    def _model_from_preset(self) -> bool:
+        return self.preset is not None and self.preset.separate is not None and self.model == self.preset.separate.model
+
+    def _resolve_separator(self):
+        from dawsep import runtime
+
+        if self._model_from_preset():
+            return _preset_model(self.preset, "separate", self.model, "separator")
+        return runtime.resolve(self.model, "separator")
 
     def fingerprint(self) -> str:
         from dawsep import runtime
 
-        path, _, sha = runtime.resolve(self.model, "separator")
+        path, _, sha = self._resolve_separator()
         trans = None
         if self.transcribes:
             tpath, _, tsha = self._resolve_transcriber()
@@ -648,14 +1015,14 @@ class SeparateJob:
         return _fingerprint(settings)
 
     def setup(self, threads: int) -> None:
-        from dawsep.chain import Chain
         from dawsep.separate import Separator
 
+        self._resolve_separator()  # a bad model named by a preset: the preset's file and key
         self._sep = Separator(self.model, overlap=self.overlap, segment_seconds=self.segment_seconds,
                               threads=threads, phase=self.phase, phase_iterations=self.phase_iterations)
         self.plan()  # unknown stems fail here, before any song
         if self.preset is not None and self.preset.chain:
-            self._chain = Chain(self.preset.chain)
+            self._chain = replace(self.preset, separate=None).build_chain()  # errors name the preset's keys
         self._trans = None
         if self.transcribes:
             from dawsep.transcribe import Transcriber
@@ -679,7 +1046,18 @@ class SeparateJob:
         return self.preset is not None and bool(self.preset.chain)
 
     def run(self, song: Song, staging: Path) -> dict[str, Any]:
+        from dawsep.errors import PluginError
+
+        try:
+            return self._separate(song, staging)
+        except PluginError as exc:  # the preset's chain (e.g. driven to inf): named as the preset's
+            if self.preset is None:
+                raise
+            raise PresetError(self.preset.source, "chain", str(exc)) from None
+
+    def _separate(self, song: Song, staging: Path) -> dict[str, Any]:
         from dawsep import audio
+        from dawsep.separate import RESIDUAL_STEM
 
         if self._sep is None:
             self.setup(1)
@@ -699,17 +1077,28 @@ class SeparateJob:
         engine = sep.stream()
         names = [f"{name}.{self.output.format}" for name, _, _ in plan]
         pending_mix = np.zeros((2, 0), np.float32)  # input not yet matched by engine output
+        # A file at another rate than the model's: what the model never saw (above its band,
+        # e.g. 22-96 kHz of a 192 kHz file) goes into "other" / "no_<stem>", so the stems still
+        # add up to the input.
+        takers = [i for i, (_, idx, _) in enumerate(plan) if idx is None] or \
+            [i for i, (name, _, chained) in enumerate(plan) if name == RESIDUAL_STEM and not chained]
+        rest = [bool(takers) and i == takers[0] for i in range(len(plan))]
+        high = _HighBand(song.path, rate, src.sample_rate, self.block_frames, self.downmix) \
+            if src.sample_rate != rate and takers else None
 
         def route(y: np.ndarray, mix: np.ndarray, outs: list[_OutputStream]) -> None:
             if sink is not None:
                 sink.push(y[t_index])  # the raw separated stem, before the chain's effects
-            for (name, idx, chained), out in zip(plan, outs):
+            extra = high.process(mix) if high is not None else None
+            for (name, idx, chained), out, gets in zip(plan, outs, rest):
                 sig = y[idx] if idx is not None else mix - y[plan[0][1]]
-                out.emit(chain(sig, rate, reset=False) if chained else sig)
+                out.emit(chain(sig, rate, reset=False) if chained else sig, extra if gets else None)
 
         with contextlib.ExitStack() as stack:
             reader = stack.enter_context(audio.stream(song.path, block_frames=self.block_frames, sample_rate=rate,
                                                       downmix=self.downmix))
+            if high is not None:
+                stack.callback(high.close)
             outs = [stack.enter_context(_OutputStream(
                 staging / n, rate, src.sample_rate,
                 None if (self.keep_tail and chained) else src.frames, self.output,
@@ -722,10 +1111,11 @@ class SeparateJob:
                 pending_mix = pending_mix[:, m:]
             y = engine.flush()
             route(y, pending_mix[:, :y.shape[2]], outs)
-            for (name, idx, chained), out in zip(plan, outs):
+            extra = high.flush() if high is not None else None
+            for (name, idx, chained), out, gets in zip(plan, outs, rest):
                 if chained:
                     out.emit(chain.flush(rate, tail=self.keep_tail))
-                out.finish()
+                out.finish(extra if gets else None)
         models = [sep.info.describe()]
         if sink is not None:
             result = sink.finish()
@@ -736,7 +1126,51 @@ class SeparateJob:
                             preset=_preset_record(self.preset) if self.preset is not None else None,
                             chain=chain.descriptions if chain is not None else [],
                             separation={"overlap": sep.overlap, "segment_samples": sep.segment,
-                                        "phase": sep.phase, "phase_iterations": sep.phase_iterations})
+                                        "phase": sep.phase, "phase_iterations": sep.phase_iterations,
+                                        "residual_above_model_band": plan[takers[0]][0] if high is not None else None})
+
+
+class _HighBand:
+    """The part of a file the model never sees when it runs at another rate: the input at its
+    own rate minus the input sent to the model's rate and back (for 192 kHz, everything above
+    about 21 kHz). Fed the model-rate mixture block by block, it returns that residual at the
+    file's rate, aligned sample for sample with what :class:`_OutputStream` writes for the same
+    blocks (the same resampler, fed the same lengths). The file is read a second time, at its
+    own rate, one block at a time."""
+
+    def __init__(self, path: str, rate: int, file_rate: int, block_frames: int, downmix: bool):
+        from dawsep import audio
+
+        self.back = audio.Resampler(rate, file_rate, 2)
+        self.reader = audio.stream(path, block_frames=block_frames, downmix=downmix)
+        self.buf: list[np.ndarray] = []
+        self.have = 0
+
+    def _take(self, n: int) -> np.ndarray:
+        while self.have < n:
+            block = next(self.reader, None)
+            if block is None:
+                break
+            self.buf.append(block)
+            self.have += block.shape[1]
+        x = np.concatenate(self.buf, axis=1) if len(self.buf) > 1 else (self.buf[0] if self.buf else
+                                                                       np.zeros((2, 0), np.float32))
+        out, rest = x[:, :n], x[:, n:]
+        self.buf, self.have = ([rest] if rest.shape[1] else []), rest.shape[1]
+        if out.shape[1] < n:
+            out = np.pad(out, ((0, 0), (0, n - out.shape[1])))
+        return out
+
+    def process(self, mix: np.ndarray) -> np.ndarray:
+        low = self.back.process(mix)
+        return self._take(low.shape[1]) - low
+
+    def flush(self) -> np.ndarray:
+        low = self.back.flush()
+        return self._take(low.shape[1]) - low
+
+    def close(self) -> None:
+        self.reader.close()
 
 
 def _save_transcription(result, staging: Path, stem: str, extras: tuple[str, ...]) -> list[str]:

@@ -11,7 +11,9 @@ Consecutive pedalboard steps (built-ins and stereo VST3s) run as one ``pedalboar
 """
 from __future__ import annotations
 
+import inspect
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -60,7 +62,7 @@ class ParamSpec:
         if self.kind == "choice":
             if isinstance(value, bool) or value not in self.choices:
                 raise ValueError(f"got {value!r}; expected {self.describe()}")
-            return value
+            return self.choices[self.choices.index(value)]  # 24.0 -> 24: the allowed value itself
         if not isinstance(value, str) or not value:
             raise ValueError(f"got {value!r}; expected {self.describe()}")
         return value
@@ -140,6 +142,22 @@ def validate_builtin(plugin: str, parameters: Mapping[str, Any]) -> dict[str, An
     return clean
 
 
+def check_impulse_response(path: str) -> Path:
+    """The Convolution impulse response as a path, refused unless it is a readable audio file
+    (pedalboard passes audio through unchanged when it cannot use the file)."""
+    from dawsep import audio
+    from dawsep.errors import AudioFormatError
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise PluginError(f"Convolution: impulse response {path!r} not found")
+    try:
+        audio.info(p)
+    except AudioFormatError as exc:
+        raise PluginError(f"Convolution: impulse response {path!r} is not usable audio: {exc.reason}") from None
+    return p
+
+
 def make_builtin(plugin: str, parameters: Mapping[str, Any]):
     """Instantiate a validated pedalboard built-in."""
     import pedalboard
@@ -152,10 +170,9 @@ def make_builtin(plugin: str, parameters: Mapping[str, Any]):
         path = clean.pop("impulse_response_filename", None)
         if path is None:
             raise PluginError("Convolution needs impulse_response_filename")
-        if not Path(path).expanduser().is_file():
-            raise PluginError(f"Convolution: impulse response {path!r} not found")
+        ir = check_impulse_response(path)
         try:
-            return cls(str(Path(path).expanduser()), **clean)
+            return cls(str(ir), **clean)
         except Exception as exc:  # pedalboard raises RuntimeError for unreadable IRs
             raise PluginError(f"Convolution: cannot load impulse response {path!r}: {exc}") from None
     if plugin in ("HighpassFilter", "LowpassFilter"):
@@ -260,17 +277,40 @@ def _load_model_step_providers() -> None:
                 raise
 
 
-def load_vst3(path: str | Path, parameters: Mapping[str, Any] | None = None,
-              plugin_name: str | None = None):
-    """Load a VST3 with ``pedalboard.load_plugin`` and set parameters, validated against the
-    plugin's own ranges. Errors name the plugin path and list what is allowed."""
-    import pedalboard
+def vst3_folders() -> list[Path]:
+    """Where a VST3 named by a relative path is looked for, in order: ``$VST3_PATH`` (folders
+    separated by ``:``), ``~/.vst3``, ``/usr/lib/vst3``, ``/usr/local/lib/vst3``."""
+    env = [Path(p).expanduser() for p in os.environ.get("VST3_PATH", "").split(os.pathsep) if p.strip()]
+    return env + [Path("~/.vst3").expanduser(), Path("/usr/lib/vst3"), Path("/usr/local/lib/vst3")]
 
+
+def resolve_vst3(path: str | Path) -> Path:
+    """An absolute VST3 path as it is; a relative one found in :func:`vst3_folders` (never next
+    to a preset file or in the working folder: loading a plugin runs its code)."""
     p = Path(path).expanduser()
     if p.suffix.lower() != ".vst3":
         raise PluginError(f"{p}: not a VST3 plugin (pedalboard on Linux loads .vst3 bundles only)")
-    if not p.exists():
-        raise PluginError(f"{p}: VST3 plugin not found")
+    if p.is_absolute():
+        if not p.exists():
+            raise PluginError(f"{p}: VST3 plugin not found")
+        return p
+    folders = vst3_folders()
+    for folder in folders:
+        if folder.is_absolute() and (folder / p).exists():
+            return folder / p
+    raise PluginError(f"{p}: VST3 plugin not found in the standard VST3 folders "
+                      f"({', '.join(map(str, folders))}); a relative path is looked up there only, "
+                      "never next to the preset: give an absolute path")
+
+
+def load_vst3(path: str | Path, parameters: Mapping[str, Any] | None = None,
+              plugin_name: str | None = None):
+    """Load a VST3 with ``pedalboard.load_plugin`` and set parameters, validated against the
+    plugin's own ranges. A relative ``path`` is looked up in :func:`vst3_folders`. Errors name
+    the plugin path and list what is allowed. Loading a plugin runs its code."""
+    import pedalboard
+
+    p = resolve_vst3(path)
     try:
         plugin = pedalboard.load_plugin(str(p), plugin_name=plugin_name)
     except (ImportError, ValueError, RuntimeError) as exc:
@@ -438,47 +478,62 @@ class Chain:
     """
 
     def __init__(self, steps: Sequence[Any] = ()):
-        import pedalboard
+        from dawsep.errors import DawsepError
 
         self.steps = list(steps)
         self.descriptions = [_describe(s) for s in self.steps]
         self._stages: list = []
+        self._stage_steps: list[range] = []  # which steps each stage runs
         pending: list = []  # consecutive pedalboard plugins, merged into one board
         factories: list = []
 
-        def close_board() -> None:
+        def add(stage, first: int, last: int) -> None:
+            self._stages.append(stage)
+            self._stage_steps.append(range(first, last + 1))
+
+        def close_board(upto: int) -> None:
             if pending:
-                self._stages.append(_BoardStage(list(pending), list(factories)))
+                add(_BoardStage(list(pending), list(factories)), upto - len(pending), upto - 1)
                 pending.clear()
                 factories.clear()
 
-        for step in self.steps:
-            if isinstance(step, BuiltinStep):
-                pending.append(make_builtin(step.plugin, step.parameters))
-                factories.append(lambda step=step: make_builtin(step.plugin, step.parameters))
-            elif isinstance(step, VST3Step):
-                plugin = load_vst3(step.path, step.parameters, step.plugin_name)
-                if _is_mono_only(plugin):
-                    close_board()
-                    twin = load_vst3(step.path, step.parameters, step.plugin_name)
-                    self._stages.append(_PerChannelStage([plugin, twin]))
-                else:
-                    pending.append(plugin)
-                    factories.append(None)
-            elif isinstance(step, ModelStepSpec):
-                close_board()
-                self._stages.append(_ModelStage(build_model_step(step)))
-            elif isinstance(step, pedalboard.Plugin):
-                pending.append(step)
-                factories.append(None)
-            elif isinstance(step, ModelStep):
-                close_board()
-                self._stages.append(_ModelStage(step))
-            else:
-                raise PluginError(f"not a chain step: {step!r}")
-        close_board()
+        for i, step in enumerate(self.steps):
+            try:
+                self._add_step(i, step, pending, factories, add, close_board)
+            except DawsepError as exc:
+                exc.step_index = i  # which step: a preset turns it into its key
+                raise
+        close_board(len(self.steps))
         self._delay_seen = 0  # samples of leading latency already emitted in this stream
         self._channels: int | None = None
+
+    def _add_step(self, i: int, step: Any, pending: list, factories: list, add, close_board) -> None:
+        """Build step ``i``: pedalboard plugins join ``pending`` (run as one board), others close it."""
+        import pedalboard
+
+        if isinstance(step, BuiltinStep):
+            pending.append(make_builtin(step.plugin, step.parameters))
+            factories.append(lambda step=step: make_builtin(step.plugin, step.parameters))
+        elif isinstance(step, VST3Step):
+            plugin = load_vst3(step.path, step.parameters, step.plugin_name)
+            if _is_mono_only(plugin):
+                close_board(i)
+                twin = load_vst3(step.path, step.parameters, step.plugin_name)
+                add(_PerChannelStage([plugin, twin]), i, i)
+            else:
+                pending.append(plugin)
+                factories.append(None)
+        elif isinstance(step, ModelStepSpec):
+            close_board(i)
+            add(_ModelStage(build_model_step(step)), i, i)
+        elif isinstance(step, pedalboard.Plugin):
+            pending.append(step)
+            factories.append(None)
+        elif isinstance(step, ModelStep):
+            close_board(i)
+            add(_ModelStage(step), i, i)
+        else:
+            raise PluginError(f"not a chain step: {step!r}")
 
     def __repr__(self) -> str:
         return f"Chain([{', '.join(self.descriptions)}])"
@@ -522,11 +577,25 @@ class Chain:
             self._channels = x.shape[0]
         elif x.shape[0] != self._channels:
             raise PluginError(f"stream changed from {self._channels} to {x.shape[0]} channels without reset()")
-        for stage in self._stages:
-            x = stage.process(x, float(sample_rate))
+        for stage, steps in zip(self._stages, self._stage_steps):
+            y = stage.process(x, float(sample_rate))
+            if not _finite(y):
+                self._non_finite(x, steps)
+            x = y
         return x
 
     __call__ = process
+
+    def _non_finite(self, x: np.ndarray, steps: range) -> None:
+        if not _finite(x):
+            raise PluginError("the audio given to the chain contains NaN or infinite samples")
+        if len(steps) == 1:
+            which = f"step {steps[0] + 1} ({self.descriptions[steps[0]]})"
+        else:
+            names = ", ".join(self.descriptions[i].split("(")[0] for i in steps)
+            which = f"steps {steps[0] + 1}-{steps[-1] + 1} ({names})"
+        raise PluginError(f"{which} produced non-finite samples (NaN or inf): the settings drive the signal "
+                          "out of range (too much gain or feedback?)")
 
     def flush(self, sample_rate: float, tail: bool = True, max_seconds: float = 30.0,
               silence: float = 1e-5) -> np.ndarray:
@@ -598,16 +667,55 @@ class Chain:
                                           f"({nyquist:g} Hz) for {sample_rate:g} Hz audio")
 
 
+def model_step_options(kind: str) -> tuple[str, ...] | None:
+    """The options a registered model step takes (None: unknown kind, or any keyword)."""
+    _load_model_step_providers()
+    factory = _MODEL_STEPS.get(kind)
+    if factory is None:
+        return None
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def check_model_step_options(kind: str, options: Mapping[str, Any]) -> None:
+    """Raise :class:`PluginError` naming an option ``kind`` does not take, and the allowed ones
+    (``model`` names the step kind in a preset, so it is not listed)."""
+    allowed = model_step_options(kind)
+    if allowed is None:
+        return
+    for key in options:
+        if key not in allowed:
+            shown = ", ".join(a for a in allowed if a != "model") or "none"
+            raise PluginError(f"model step {kind!r} has no option {key!r}; allowed: {shown}")
+
+
 def build_model_step(spec: ModelStepSpec) -> ModelStep:
     _load_model_step_providers()
     factory = _MODEL_STEPS.get(spec.kind)
     if factory is None:
         known = ", ".join(sorted(_MODEL_STEPS)) or "none installed"
         raise PluginError(f"unknown model step {spec.kind!r}; available: {known}")
+    check_model_step_options(spec.kind, spec.options)
     try:
         return factory(**dict(spec.options))
     except TypeError as exc:
         raise PluginError(f"model step {spec.kind!r}: {exc}") from None
+
+
+def _finite(a: np.ndarray) -> bool:
+    # a float64 sum is finite iff every sample is (float32 cannot overflow it); one pass, no copy
+    with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf is the answer, not a warning
+        return a.size == 0 or bool(np.isfinite(np.sum(a, dtype=np.float64)))
+
+
+def describe_steps(steps: Sequence[Any]) -> list[str]:
+    """How :class:`Chain` would describe ``steps``, without building (loading) any of them."""
+    return [_describe(s) for s in steps]
 
 
 def _as_block(audio: np.ndarray) -> np.ndarray:

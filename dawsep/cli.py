@@ -4,12 +4,15 @@ Only click is imported at module level so ``dawsep --help`` is instant; each com
 what it needs.
 
 Exit codes: 0 all songs succeeded; 1 some songs failed (summary on stderr); 2 usage error;
-3 audio format, 4 preset, 5 plugin, 6 model, 7 output path errors.
+3 audio format, 4 preset, 5 plugin, 6 model, 7 output path errors; 8 another run holds the
+output folder; 9 no audio files found; 10 disk full; 130 Ctrl-C (SIGINT), 143 SIGTERM.
 """
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 
 import click
 
@@ -20,10 +23,19 @@ FORMATS = ("wav", "flac", "ogg", "mp3")
 PHASES = ("mixture", "griffin-lim", "wiener")  # dawsep.phase.PHASES (not imported: --help stays instant)
 
 
+def _on_sigterm(signum, frame):
+    from dawsep.errors import Interrupted
+
+    raise Interrupted(signum)
+
+
 class _Group(click.Group):
-    """Turns DawsepError into a one-line message and its exit code (no traceback)."""
+    """Turns DawsepError into a one-line message and its exit code (no traceback); SIGINT and
+    SIGTERM stop a run cleanly (finished songs recorded) with exit code 128 + the signal."""
 
     def invoke(self, ctx):
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
         try:
             return super().invoke(ctx)
         except BatchError as exc:
@@ -32,6 +44,17 @@ class _Group(click.Group):
         except DawsepError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            what = "interrupted (Ctrl-C)" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+            if ctx.invoked_subcommand in ("separate", "render", "transcribe"):
+                what += (": songs finished so far are kept and listed in the output folder's manifest.json; "
+                         "rerun the same command to do the rest")
+            click.echo(what, err=True)
+            sys.exit(128 + signum)
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,7 +135,7 @@ def _phase_options(f):
 def _finish(report) -> None:
     click.echo(report.summary(), err=True)
     if not report.ok:
-        raise BatchError(f"{len(report.failed)} of {len(report.done) + len(report.failed)} song(s) failed")
+        raise BatchError(f"{len(report.failed)} of {report.total} song(s) failed")
 
 
 @main.command()
@@ -343,7 +366,11 @@ def presets_list():
 @presets.command("show")
 @click.argument("name")
 def presets_show(name):
-    """Show a preset (name or path): the validated chain, stem, transcription and output."""
+    """Show a preset (name or path): the validated chain, stem, transcription and output.
+
+    Nothing is loaded: a VST3 plugin a preset names runs only when audio is processed.
+    """
+    from dawsep.chain import VST3Step
     from dawsep.presets import load_preset
 
     p = load_preset(name)
@@ -353,11 +380,10 @@ def presets_show(name):
         iterations = "" if s.phase_iterations is None else f" phase_iterations={s.phase_iterations}"
         click.echo(f"separate:    stem={s.stem} model={s.model} phase={s.phase}{iterations}")
     click.echo("chain:")
-    chain = p.build_chain()
-    for i, d in enumerate(chain.descriptions):
+    for i, d in enumerate(p.describe()):
         click.echo(f"  {i}. {d}")
-    if chain.latency_samples:
-        click.echo(f"  latency: {chain.latency_samples} samples")
+    if any(isinstance(step, VST3Step) for step in p.chain):
+        click.echo("  (VST3 plugins run their own code: they are loaded only when audio is processed)")
     if p.transcribe:
         t = p.transcribe
         click.echo(f"transcribe:  model={t.model} onset_threshold={t.onset_threshold} frame_threshold={t.frame_threshold} "

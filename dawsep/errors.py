@@ -50,6 +50,35 @@ class OutputPathError(DawsepError):
     exit_code = 7
 
 
+class OutputBusyError(DawsepError):
+    """Another dawsep run holds the output folder's lock."""
+
+    exit_code = 8
+
+
+class NoInputError(DawsepError):
+    """The input holds no audio file to process."""
+
+    exit_code = 9
+
+
+class DiskFullError(OutputPathError):
+    """The output folder's device is full (or over quota): nothing half-written is kept, and a
+    rerun of the same command resumes once there is space."""
+
+    exit_code = 10
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (or another stop signal) turned into an exception, so a run can record what it
+    finished before it stops; the CLI exits with ``128 + signum``. Ctrl-C stays a plain
+    :class:`KeyboardInterrupt` (``signum`` SIGINT)."""
+
+    def __init__(self, signum: int):
+        self.signum = int(signum)
+        super().__init__(f"stopped by signal {self.signum}")
+
+
 class BatchError(DawsepError):
     """A batch finished with failures (the summary is in the message)."""
 

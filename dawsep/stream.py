@@ -51,6 +51,16 @@ def _resampler_lag(from_rate: int, to_rate: int) -> int:
     return int(math.ceil((r._half + 1) * to_rate / from_rate)) + 2
 
 
+def _take(queue: list[np.ndarray], n: int) -> np.ndarray:
+    """Pop the first ``n`` samples of a queue of ``(channels, m)`` blocks (zeros if short)."""
+    if not queue:
+        return np.zeros((2, n), np.float32)
+    x = np.concatenate(queue, axis=1) if len(queue) != 1 else queue[0]
+    queue[:] = [x[:, n:]] if x.shape[1] > n else []
+    out = x[:, :n]
+    return out if out.shape[1] == n else np.pad(out, ((0, 0), (0, n - out.shape[1])))
+
+
 def _stereo(block) -> tuple[np.ndarray, int]:
     x = np.asarray(block, dtype=np.float32)
     if x.ndim == 1:
@@ -63,10 +73,12 @@ def _stereo(block) -> tuple[np.ndarray, int]:
 class _Pipeline:
     """host rate -> [resample] -> ``inner`` (aligned, withholding) -> [resample] -> host rate -> FIFO."""
 
-    def __init__(self, inner, rows: int, host_rate: int, model_rate: int, inner_hold: int, max_block_size: int):
+    def __init__(self, inner, rows: int, host_rate: int, model_rate: int, inner_hold: int, max_block_size: int,
+                 post=None):
         from dawsep.audio import Resampler
 
         self.inner, self.rows, self.max_block_size = inner, rows, int(max_block_size)
+        self.post = post  # (host-rate input block, host-rate output) -> output, before the FIFO
         self.host_rate, self.model_rate = int(host_rate), int(model_rate)
         same = self.host_rate == self.model_rate
         self.rs_in = None if same else Resampler(self.host_rate, self.model_rate, 2)
@@ -88,11 +100,14 @@ class _Pipeline:
         n = x.shape[1]
         if n > self.max_block_size:
             raise PluginError(f"block of {n} samples exceeds max_block_size {self.max_block_size}")
+        host = x
         if self.rs_in is not None:
             x = self.rs_in.process(x)
         y = self.inner(x)  # (rows, m)
         if self.rs_out is not None:
             y = self.rs_out.process(y)
+        if self.post is not None:
+            y = self.post(host, y)
         return self.fifo.push_pop(y, n)
 
 
@@ -118,13 +133,40 @@ class StreamingSeparator:
         self.sample_rate = int(sample_rate or self.separator.sample_rate)
         self._engine = self.separator.stream()
         s = len(self.stems)
+        model_rate = self.separator.sample_rate
+        # At a host rate other than the model's, what the model cannot see (the input minus its
+        # round trip through the model's rate) goes into "other", as offline
+        # (Separator.separate): the stems add up to the input. Both queues stay under a chunk.
+        from dawsep.separate import RESIDUAL_STEM
+
+        self._residual_row = (self.stems.index(RESIDUAL_STEM)
+                              if self.sample_rate != model_rate and RESIDUAL_STEM in self.stems else None)
+        if self._residual_row is not None:
+            from dawsep.audio import Resampler
+
+            self._mix_back = Resampler(model_rate, self.sample_rate, 2)
+        self._mix_model: list[np.ndarray] = []  # model-rate input not yet matched by engine output
+        self._mix_host: list[np.ndarray] = []  # host-rate input not yet matched by output
 
         def inner(x: np.ndarray) -> np.ndarray:
             y = self._engine.push(x)  # (stems, 2, m)
+            if self._residual_row is not None:
+                self._mix_model.append(x)
+                self._last_mix = _take(self._mix_model, y.shape[2])
             return y.reshape(s * 2, -1)
 
-        self._pipe = _Pipeline(inner, 2 * s, self.sample_rate, self.separator.sample_rate,
-                               self._engine.max_delay, max_block_size)
+        def post(host: np.ndarray, y: np.ndarray) -> np.ndarray:
+            if self._residual_row is None:
+                return y
+            self._mix_host.append(host)
+            low = self._mix_back.process(self._last_mix)
+            r = 2 * self._residual_row
+            y = y.copy()
+            y[r:r + 2] += _take(self._mix_host, low.shape[1]) - low
+            return y
+
+        self._pipe = _Pipeline(inner, 2 * s, self.sample_rate, model_rate,
+                               self._engine.max_delay, max_block_size, post=post)
         self.latency_samples = self._pipe.latency
         self.tail_samples = self.latency_samples  # silence to feed after the end to get all of it out
         self.max_block_size = self._pipe.max_block_size
@@ -133,6 +175,9 @@ class StreamingSeparator:
         """Forget everything: the next block starts a new stream (as offline, from silence)."""
         self._engine.reset()
         self._pipe.reset()
+        self._mix_model, self._mix_host = [], []
+        if self._residual_row is not None:
+            self._mix_back.reset()
 
     def process(self, block) -> np.ndarray:
         x, channels = _stereo(block)

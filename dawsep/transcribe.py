@@ -15,7 +15,9 @@ are chunked by overlap-discard (:class:`dawsep.chunking.OverlapDiscard`), then
   offset peak (``>= offset_threshold``) or at the next onset of the same key (a re-struck key);
 - notes shorter than ``min_note_ms`` are dropped; velocity is the velocity posterior at the
   onset frame scaled to 1-127;
-- the pedal posterior gives CC64 down/up intervals. The model's frames follow the *sounding*
+- the pedal posterior gives CC64 down/up intervals, kept when at least ``PEDAL_MIN_S`` long and
+  when a note sounds under the press within its first ``PEDAL_MIN_S`` (a pedal holding no note
+  changes nothing a listener hears; on noise the model presses it anyway). The model's frames follow the *sounding*
   note (pedal-extended, as it was trained), so ``note_ends="pedal"`` keeps those ends, and
   ``note_ends="key"`` estimates key releases: a note whose end coincides with a pedal release
   is shortened to when that pedal went down (or a short note, if struck under the pedal), and
@@ -100,7 +102,13 @@ class OnlineDecoder:
     It decides frame ``d`` when frame ``d + 1`` arrives (a peak needs its right neighbour), so
     notes come out once their end is certain, and :attr:`confirmed` lists notes as soon as they
     are certain to be kept (``min_note_ms`` reached): what live MIDI out needs for note-ons.
+    A pedal press is decided ``PEDAL_MIN_S`` after it went down: kept if a note sounded under it
+    by then (so live CC64 is no later than before, and a press on noise or drums, with no note
+    under it, never reaches the MIDI).
     """
+
+    #: a pedal press counts only with a note sounding under it within its first PEDAL_MIN_S
+    PEDAL_NEEDS_NOTE = True
 
     def __init__(self, options: DecodeOptions | None = None, hop_s: float = 0.02, min_pitch: int = 21):
         self.o = options or DecodeOptions()
@@ -113,6 +121,7 @@ class OnlineDecoder:
         self._d = 0  # index of the frame to decide next
         self._active: dict[int, tuple[int, float, float, bool]] = {}  # key -> (start, velocity, conf, confirmed)
         self._pedal_from: int | None = None
+        self._pedal_heard = False  # a note sounded since the pedal went down
         self.notes: list[NoteEvent] = []  # finished notes, drained by the caller
         self.pedal: list[PedalEvent] = []
         self.confirmed: list[tuple[int, float, int]] = []  # (pitch, start_s, velocity) of kept notes
@@ -123,6 +132,8 @@ class OnlineDecoder:
         """Feed ``{"onset", "frame", "offset", "velocity": (m, 88), "pedal": (m, 1)}`` frames."""
         onset = np.asarray(post["onset"], np.float32)
         m = onset.shape[0]
+        if m == 0:  # e.g. a one-sample input: no frame, no note
+            return
         frame = np.asarray(post["frame"], np.float32)
         offset = np.asarray(post["offset"], np.float32) if "offset" in post else np.zeros_like(onset)
         velocity = np.asarray(post["velocity"], np.float32) if "velocity" in post else np.full_like(onset, 0.5)
@@ -170,13 +181,15 @@ class OnlineDecoder:
         if o.pedal:
             down = pedal >= o.pedal_threshold
             if down and self._pedal_from is None:
-                self._pedal_from, self._pedal_ok = d, False
+                self._pedal_from, self._pedal_ok, self._pedal_heard = d, False, False
             elif not down and self._pedal_from is not None:
                 self._close_pedal(d)
-            if self._pedal_from is not None and not self._pedal_ok \
-                    and (d + 1 - self._pedal_from) * self.hop_s >= PEDAL_MIN_S - 1e-9:
-                self._pedal_ok = True
-                self.pedal_confirmed.append(round(self._pedal_from * self.hop_s, 6))
+            if self._pedal_from is not None:
+                self._pedal_heard = self._pedal_heard or bool(self._active) or not self.PEDAL_NEEDS_NOTE
+                if not self._pedal_ok and self._pedal_heard \
+                        and (d + 1 - self._pedal_from) * self.hop_s >= PEDAL_MIN_S - 1e-9:
+                    self._pedal_ok = True
+                    self.pedal_confirmed.append(round(self._pedal_from * self.hop_s, 6))
         self._prev, self._cur, self._d = self._cur, nxt, d + 1
 
     def _finish(self, k: int, t: int, vel: float, conf: float, end: int, end_s: float) -> None:
@@ -187,7 +200,7 @@ class OnlineDecoder:
 
     def _close_pedal(self, end: int) -> None:
         a, self._pedal_from = self._pedal_from, None
-        if (end - a) * self.hop_s >= PEDAL_MIN_S - 1e-9:
+        if self._pedal_ok:  # long enough, with a note under it: see _step
             self.pedal.append(PedalEvent(round(a * self.hop_s, 6), round(end * self.hop_s, 6)))
 
 

@@ -351,7 +351,7 @@ def test_more_than_two_channels(tmp_path):
     levels = np.array([0.1, 0.2, 0.3, 0.9, 0.05, 0.15], np.float32)  # L R C LFE Ls Rs
     sf.write(tmp_path / "surround.wav", np.tile(levels, (1000, 1)), 48000, subtype="FLOAT")
     for call in (lambda: audio.load(tmp_path / "surround.wav"), lambda: audio.stream(tmp_path / "surround.wav")):
-        with pytest.raises(AudioFormatError, match="surround.wav: has 6 channels; pass downmix=True \\(--downmix\\) to mix down to stereo"):
+        with pytest.raises(AudioFormatError, match="surround.wav: has 6 channels; pass --downmix \\(downmix=True in Python\\) to mix it down to stereo"):
             call()
     y, sr = audio.load(tmp_path / "surround.wav", downmix=True)
     h = np.sqrt(0.5)

@@ -262,7 +262,7 @@ def test_cli_usage_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     res = runner.invoke(main, ["render", str(empty), "-o", str(tmp_path / "o"), "-p", "piano"])
-    assert res.exit_code == 1 and "no audio files found" in res.output
+    assert res.exit_code == 9 and "no audio files found" in res.output  # its own code (issue 18)
 
 
 def test_cli_presets_and_info(tmp_path):

@@ -36,17 +36,19 @@ def test_piano_preset_has_transcription_settings():
     assert p.transcribe is not None and 0 < p.transcribe.onset_threshold < 1 and p.transcribe.pedal
 
 
-def test_user_preset_by_path_with_relative_vst3(tmp_path):
+def test_user_preset_by_path_with_relative_vst3(tmp_path, monkeypatch):
     f = tmp_path / "mine.toml"
     f.write_text('name = "mine"\n[[chain]]\nplugin = "Gain"\ngain_db = -3\n'
                  '[[chain]]\nvst3 = "plugins/Comp.vst3"\nparameters = { threshold_db = -20.0 }\n'
                  '[output]\nformat = "wav"\nbit_depth = 16\n')
     p = load_preset(str(f))
     assert p.chain[0] == BuiltinStep("Gain", {"gain_db": -3.0})
-    assert isinstance(p.chain[1], VST3Step) and p.chain[1].path == str(tmp_path / "plugins/Comp.vst3")
+    # a relative VST3 is looked up in the standard VST3 folders when loaded, never next to the preset
+    assert isinstance(p.chain[1], VST3Step) and p.chain[1].path == "plugins/Comp.vst3"
     assert p.output.format == "wav" and p.output.bit_depth == 16
     assert p.stem == "other" and p.sha256
-    with pytest.raises(PresetError, match=r"mine.toml \[chain\]: .*VST3 plugin not found"):
+    monkeypatch.delenv("VST3_PATH", raising=False)
+    with pytest.raises(PresetError, match=r"mine.toml \[chain\[1\]\]: .*VST3 plugin not found in the standard VST3 folders"):
         p.build_chain()
 
 
