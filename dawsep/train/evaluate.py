@@ -99,11 +99,49 @@ def transcription_songs(root: str, limit: int, seconds: float, split: str = "tes
         s = songs[i]
         n = min(s.samples, int(seconds * 44100))
         stems = np.stack([read_excerpt(s, k, 0, n) for k in STEMS])
-        notes, _ = read_label_midi(os.path.join(s.path, "piano.mid"))
+        notes, pedal = read_label_midi(os.path.join(s.path, "piano.mid"))
         notes = notes[notes[:, 0] < n / 44100 - 0.05]
         notes[:, 1] = np.minimum(notes[:, 1], n / 44100)
-        out.append((s.meta["name"], stems[0], stems.sum(0), notes))
+        out.append((s.meta["name"], stems[0], stems.sum(0), notes, pedal_spans(pedal, n / 44100)))
     return out
+
+
+def pedal_spans(events: np.ndarray, duration: float) -> np.ndarray:
+    """CC64 events ``(M, 2)`` [time s, value] -> ``(K, 2)`` [down s, up s] spans (>= 64 is down)."""
+    spans, down = [], None
+    for t, v in events:
+        if v >= 64 and down is None:
+            down = float(t)
+        elif v < 64 and down is not None:
+            spans.append((down, float(t)))
+            down = None
+    if down is not None:
+        spans.append((down, duration))
+    return np.array([(a, min(b, duration)) for a, b in spans if a < duration], float).reshape(-1, 2)
+
+
+def pedal_counts(ref: np.ndarray, est: np.ndarray, duration: float) -> np.ndarray:
+    """``(3,)`` (matched, n_ref, n_est) 10 ms frames with the pedal down: pedal on/off F1's counts."""
+    def roll(spans):
+        r = np.zeros(int(np.ceil(duration / FRAME_S)) + 1, bool)
+        for a, b in spans:
+            r[int(round(a / FRAME_S)):int(round(b / FRAME_S))] = True
+        return r
+    a, b = roll(ref), roll(est)
+    return np.array([(a & b).sum(), a.sum(), b.sum()], float)
+
+
+def velocity_errors(ref: np.ndarray, est: np.ndarray) -> np.ndarray:
+    """|velocity error| in MIDI units of every note matched on onset (50 ms) and pitch."""
+    import mir_eval
+
+    if not (len(ref) and len(est)):
+        return np.zeros(0)
+    hz = lambda p: 440.0 * 2.0 ** ((np.asarray(p, float) - 69) / 12)  # noqa: E731
+    ri = np.maximum(ref[:, :2], ref[:, :1] + np.array([[0, 1e-3]]))
+    ei = np.maximum(est[:, :2], est[:, :1] + np.array([[0, 1e-3]]))
+    pairs = mir_eval.transcription.match_notes(ri, hz(ref[:, 2]), ei, hz(est[:, 2]), offset_ratio=None)
+    return np.array([abs(ref[i, 3] - est[j, 3]) for i, j in pairs], float)
 
 
 def _roll(notes: np.ndarray, duration: float) -> np.ndarray:
@@ -163,13 +201,22 @@ def evaluate_transcriber(model_path: str, songs, separator=None, threads: int = 
         k = separator.stems.index("piano")
         conds["separated"] = lambda s: separator.separate_array(s[2])[k]
     counts = {c: np.zeros((4, 3)) for c in conds}
+    pedal = {c: np.zeros(3) for c in conds}
+    vel_err: dict[str, list] = {c: [] for c in conds}
     for s in songs:
+        dur = s[1].shape[1] / 44100
         for c, get in conds.items():
             t = tr.transcribe(get(s), 44100, opts)
             est = notes_array(t.notes)
-            counts[c] += transcription_counts(s[3], est, s[1].shape[1] / 44100)
-    return {c: {name: round(f1_of(counts[c][i]), 4) for i, name in enumerate(SCORES)} for c in conds} | {
-        "songs": len(songs), "notes": int(counts["clean"][0, 1])}
+            counts[c] += transcription_counts(s[3], est, dur)
+            vel_err[c].extend(velocity_errors(s[3], est))
+            if len(s) > 4:
+                pedal[c] += pedal_counts(s[4], np.array([(p.start_s, p.end_s) for p in t.pedal], float).reshape(-1, 2), dur)
+    res = {c: {name: round(f1_of(counts[c][i]), 4) for i, name in enumerate(SCORES)} for c in conds}
+    for c in conds:  # velocity error in MIDI units over onset-matched notes; pedal-down frame F1
+        res[c]["velocity_mae"] = round(float(np.mean(vel_err[c])), 2) if vel_err[c] else None
+        res[c]["pedal"] = round(f1_of(pedal[c]), 4) if pedal[c][1] else None
+    return res | {"songs": len(songs), "notes": int(counts["clean"][0, 1])}
 
 
 def tune_thresholds(model_path: str, root: str, limit: int = 16, seconds: float = 30.0,
