@@ -7,7 +7,7 @@ comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 JOBS   ?= 2
 
-.PHONY: demo test bench bench-extras data sysdeps install clean plugin
+.PHONY: demo test bench bench-extras data sysdeps install install-runtime clean plugin
 
 sysdeps:
 	@scripts/sysdeps.sh
@@ -22,7 +22,17 @@ $(STAMP): pyproject.toml Makefile
 
 install: sysdeps $(STAMP)
 
-demo: install
+# The runtime alone (what `pip install .` gives a user: no torch, Ray or pyo, no Debian packages):
+# all `make demo` needs. A venv that already has more keeps it.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+$(RUNTIME_STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e .
+	@touch $@
+
+install-runtime: $(RUNTIME_STAMP)
+
+demo: install-runtime
 	$(BIN)/dawsep separate demo/demo_song.flac -o demo-out/stems
 	$(BIN)/dawsep separate demo/demo_song.flac -o demo-out/piano --preset piano --plot
 	$(BIN)/python scripts/demo_score.py demo-out/stems/demo_song demo/demo_song.reference demo-out/piano/demo_song/piano.mid

@@ -15,6 +15,14 @@ import numpy as np
 SR = 44100
 
 
+def decode_options():
+    """What the benchmark decodes with: what users get (the defaults of ``dawsep transcribe``,
+    the piano preset and the Python API, defined once in :mod:`dawsep.defaults`)."""
+    from dawsep.transcribe import DecodeOptions
+
+    return DecodeOptions()
+
+
 def _ours(transcriber, options):
     def run(audio):
         from dawsep.train.evaluate import notes_array
@@ -57,13 +65,11 @@ def _basic_pitch():
 
 def false_notes(transcriber, root: str, quick: bool = False) -> list[str]:
     """Markdown lines: notes and sustain-pedal presses per minute that the transcriber writes on
-    audio without any piano (every one is false), for the options the piano preset and the plain
-    ``dawsep transcribe`` decode with."""
+    audio without any piano (every one is false), with the options users get (:func:`decode_options`)."""
     import soundfile as sf
 
-    from dawsep.presets import TranscribeConfig, load_preset
     from dawsep.train.data.dataset import load_songs
-    from dawsep.transcribe import decode, options_from_preset
+    from dawsep.transcribe import PEDAL_MIN_S, decode
 
     seconds = 20 if quick else 60
     rng = np.random.default_rng(0)
@@ -85,23 +91,19 @@ def false_notes(transcriber, root: str, quick: bool = False) -> list[str]:
         level = 20 * np.log10(np.sqrt(np.mean(x ** 2)))
         signals[f"drums stems of {len(drums)} test songs (30 s each, {level:.0f} dBFS RMS)"] = x
         signals["the same drums, +12 dB"] = np.clip(4.0 * x, -1.0, 1.0)
-    options = {"piano preset": options_from_preset(load_preset("piano").transcribe),
-               "`dawsep transcribe`": options_from_preset(TranscribeConfig())}
+    o = decode_options()
     lines = ["", "### Where there is no piano", "",
-             "Every note and pedal press written on audio without a piano is false. Per minute of audio, "
-             "for the options the piano preset (onset threshold "
-             f"{options['piano preset'].onset_threshold}) and a plain `dawsep transcribe` (onset threshold "
-             f"{options['`dawsep transcribe`'].onset_threshold}) decode with. A pedal press counts only with a "
-             "note sounding under it within its first 50 ms (`dawsep.transcribe.OnlineDecoder`).", "",
-             "| audio | " + " | ".join(f"notes/min, {k}" for k in options) + " | pedal presses/min, "
-             + " | pedal presses/min, ".join(options) + " |",
-             "|---|" + "---|" * (2 * len(options))]
+             "Every note and pedal press written on audio without a piano is false. Per minute of audio, with "
+             f"the options every route decodes with (`dawsep.defaults.DecodeOptions`: onset threshold "
+             f"{o.onset_threshold}, frame threshold {o.frame_threshold}, minimum note {o.min_note_ms:g} ms). "
+             "A pedal press counts only with a note sounding under it within its first "
+             f"{PEDAL_MIN_S * 1000:.0f} ms (`dawsep.transcribe.OnlineDecoder`).", "",
+             "| audio | notes/min | pedal presses/min |", "|---|---|---|"]
     for name, x in signals.items():
         post = transcriber.posteriors(x.astype(np.float32), SR)
         minutes = x.shape[1] / SR / 60
-        got = [decode(post, transcriber.hop_s, o, transcriber.min_pitch) for o in options.values()]
-        lines.append(f"| {name} | " + " | ".join(f"{len(n) / minutes:.1f}" for n, _ in got) + " | "
-                     + " | ".join(f"{len(p) / minutes:.1f}" for _, p in got) + " |")
+        n, p = decode(post, transcriber.hop_s, o, transcriber.min_pitch)
+        lines.append(f"| {name} | {len(n) / minutes:.1f} | {len(p) / minutes:.1f} |")
     return lines
 
 
@@ -109,7 +111,7 @@ def run(quick: bool = False) -> str:
     from dawsep import runtime
     from dawsep.separate import Separator
     from dawsep.train.evaluate import f1_of, transcription_counts, transcription_songs
-    from dawsep.transcribe import DecodeOptions, Transcriber
+    from dawsep.transcribe import Transcriber
 
     root = os.environ.get("DAWSEP_DATA", os.path.expanduser("~/.cache/dawsep/data"))
     limit, seconds = (6, 20.0) if quick else (24, 30.0)
@@ -119,7 +121,8 @@ def run(quick: bool = False) -> str:
     piano = sep.stems.index("piano")
     conds = {"(a) clean piano stem": lambda s: s[1], "(b) full mixture": lambda s: s[2],
              "(c) separated piano stem": lambda s: sep.separate_array(s[2])[piano]}
-    systems = {"dawsep": _ours(tr, DecodeOptions(note_ends="key"))}
+    options = decode_options()
+    systems = {"dawsep": _ours(tr, options)}
     bp = _basic_pitch()
     if bp is not None:
         systems["Basic Pitch"] = bp
@@ -140,8 +143,9 @@ def run(quick: bool = False) -> str:
              f"{len(songs)} held-out test songs with piano (MuseScore General timbres, reserved composers), first "
              f"{seconds:.0f} s of each, {n_ref} reference notes. mir_eval: note F1 = onset within 50 ms (offsets "
              "ignored), note+offset = also offset within 20% of the note or 50 ms, note+velocity = mir_eval's "
-             "velocity-aware matching (onset only), frame F1 on a 10 ms piano-roll grid. dawsep decodes with "
-             "key-release note ends (the reference MIDI's note-offs are key releases).", "",
+             "velocity-aware matching (onset only), frame F1 on a 10 ms piano-roll grid. dawsep decodes with the "
+             f"options users get (`dawsep.defaults.DecodeOptions`: onset threshold {options.onset_threshold}, "
+             f"note ends: {options.note_ends}; the reference MIDI's note-offs are key releases).", "",
              "| condition | system | note F1 | note+offset F1 | note+velocity F1 | frame F1 |",
              "|---|---|---|---|---|---|"]
     for c in conds:

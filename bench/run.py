@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import platform
 import re
 import sys
@@ -36,7 +37,6 @@ def main(argv: list[str] | None = None) -> int:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    import os
     machine = f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
     if not doc.startswith("# Benchmarks"):
         doc = HEADER.format(machine=machine)
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: skipping {name}: {exc}", file=sys.stderr)
             continue
         t0 = time.time()
+        load = os.getloadavg()[0]  # other work on the cores slows every speed figure of the section
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         try:
             body = mod.run(quick=args.quick).strip()
@@ -58,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             continue
         stamp = time.strftime("%Y-%m-%d")
-        block = f"<!-- section:{name} -->\n{body}\n\n_Measured {stamp} in {time.time() - t0:.0f} s._\n<!-- /section:{name} -->"
+        busy = ("; other work was running, so its speed figures are lower than this machine's when idle"
+                if load >= 0.5 * (os.cpu_count() or 1) else "")
+        block = (f"<!-- section:{name} -->\n{body}\n\n_Measured {stamp} in {time.time() - t0:.0f} s, 1-min load "
+                 f"average {load:.1f} on {os.cpu_count()} cores when it started{busy}._\n<!-- /section:{name} -->")
         pattern = re.compile(rf"<!-- section:{name} -->.*?<!-- /section:{name} -->", re.S)
         doc = pattern.sub(lambda _: block, doc) if pattern.search(doc) else doc.rstrip() + "\n\n" + block + "\n"
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,9 +26,7 @@ import errno
 import math
 import os
 import re
-import secrets
 import sys
-import tempfile
 from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
@@ -38,10 +36,11 @@ import numpy as np
 import soundfile as sf
 from numpy.lib.stride_tricks import sliding_window_view
 
-from dawsep.errors import AudioFormatError, DiskFullError, OutputPathError
+from dawsep import atomic
+from dawsep.errors import AudioFormatError, AudioShapeError, DiskFullError, OutputPathError
 
 __all__ = [
-    "READ_EXTENSIONS", "WRITE_FORMATS", "AudioInfo", "is_audio_file", "info", "load",
+    "READ_EXTENSIONS", "WRITE_FORMATS", "AudioInfo", "as_block", "is_audio_file", "info", "load",
     "resample", "resampled_length", "Resampler", "AudioReader", "stream", "AudioWriter",
     "save", "check_finite", "free_bytes", "is_disk_full",
 ]
@@ -138,17 +137,31 @@ def _rate(value, what: str) -> int:
     return r
 
 
-def _check_layout(a: np.ndarray, channels: int | None = None) -> np.ndarray:
-    """Return ``a`` as (channels, samples); 1-D means mono."""
+def as_block(audio, *, channels: int | None = None, max_channels: int | None = None, dtype=None) -> np.ndarray:
+    """``audio`` as a ``(channels, samples)`` array (1-D means mono), converted to ``dtype`` when
+    given. The runtime's one shape check: every array that comes in as audio (the writer, the
+    chain, the separator, the streaming processors, the transcriber) goes through it.
+
+    ``channels``: exactly this many; ``max_channels``: at most this many. Raises
+    :class:`~dawsep.errors.AudioShapeError` (a ValueError, AudioFormatError and PluginError)."""
+    a = np.asarray(audio, dtype=dtype)
     if a.ndim == 1:
         a = a[None, :]
     if a.ndim != 2:
-        raise ValueError(f"audio must be (channels, samples), got shape {a.shape}")
+        raise AudioShapeError(f"audio must be (channels, samples), got shape {np.shape(audio)}")
     if channels is not None and a.shape[0] != channels:
-        raise ValueError(f"expected {channels} channel(s) in a (channels, samples) block, got shape {a.shape}")
+        raise AudioShapeError(f"expected {channels} channel(s) in a (channels, samples) block, got shape {a.shape}")
     if channels is None and a.shape[0] > 8 and a.shape[1] <= 8:
-        raise ValueError(f"audio must be (channels, samples), got shape {a.shape}; did you pass (samples, channels)?")
+        raise AudioShapeError(f"audio must be (channels, samples), got shape {a.shape}; "
+                              "did you pass (samples, channels)?")
+    if max_channels is not None and not 1 <= a.shape[0] <= max_channels:
+        allowed = "1 or 2" if max_channels == 2 else f"1 to {max_channels}"
+        raise AudioShapeError(f"expected (channels, samples) with {allowed} channels, got shape {a.shape}")
     return a
+
+
+def _check_layout(a: np.ndarray, channels: int | None = None) -> np.ndarray:
+    return as_block(a, channels=channels)
 
 
 # --------------------------------------------------------------------------- opening files
@@ -251,8 +264,9 @@ def _mp3_walk_samples(path: Path) -> int:
 
 @contextlib.contextmanager
 def _decoder_messages(path: Path, fmt: str):
-    """The MP3 decoder (mpg123 inside libsndfile) prints warnings straight to stderr; catch them
-    and print each line with the file's name instead, so a batch log says which file it was."""
+    """The MP3 decoder (mpg123 inside libsndfile) prints its own warnings straight to stderr
+    ("Can't rewind stream", "Giving up resync"...): they are kept out of the output, so a corrupt
+    file gives one clear line, the :class:`AudioFormatError` naming the file and the problem."""
     if fmt != "mp3":
         yield
         return
@@ -263,18 +277,13 @@ def _decoder_messages(path: Path, fmt: str):
     except OSError:  # no stderr to redirect
         yield
         return
-    with tempfile.TemporaryFile() as caught:
-        os.dup2(caught.fileno(), 2)
+    with open(os.devnull, "wb") as sink:
+        os.dup2(sink.fileno(), 2)
         try:
             yield
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-            caught.seek(0)
-            text = caught.read().decode("utf-8", "replace")
-    for line in text.splitlines():
-        if line.strip():
-            print(f"{path}: mp3 decoder: {line.strip()}", file=sys.stderr)
 
 
 def _sf_open(path: Path, fmt: str) -> sf.SoundFile:
@@ -447,6 +456,15 @@ class Resampler:
         if not self._identity:
             self._table, self._half = _filter_table(self._up, self._down)
         self.reset()
+
+    @property
+    def max_hold_samples(self) -> int:
+        """The most output samples :meth:`process` can hold back, however the input is split:
+        an output is final only once the filter's last tap (half a filter length of input
+        later) has arrived. A streaming stage that wants a fixed delay adds this much."""
+        if self._identity:
+            return 0
+        return int(math.ceil((self._half + 1) * self.to_rate / self.from_rate)) + 2
 
     def reset(self) -> None:
         """Forget all input (start a new stream)."""
@@ -702,9 +720,9 @@ class AudioWriter:
         self.clipped = 0  # samples outside [-1, 1] that were clipped
         self._state = "open"  # -> "closed" (file in place) or "aborted" (nothing written)
         self._sf = None
-        self._tmp = parent / f".{self.path.name}.{secrets.token_hex(4)}.part"
+        self._tmp = None
         try:
-            os.close(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666))  # honours umask
+            self._tmp = atomic.temporary_path(self.path)  # honours umask; never through a link
             self._sf = sf.SoundFile(str(self._tmp), "w", self.sample_rate, self.channels,
                                     _SF_SUBTYPE[self.format, self.bit_depth], format=_SF_FORMAT[self.format],
                                     **_LOSSY_OPTIONS.get(self.format, {}))
@@ -771,12 +789,7 @@ class AudioWriter:
             raise AudioFormatError(self.path, "no audio was written (0 frames); no file was created")
         try:
             self._sf.close()
-            fd = os.open(self._tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)  # data on disk before the rename makes it visible
-            finally:
-                os.close(fd)
-            os.replace(self._tmp, self.path)
+            atomic.commit(self._tmp, self.path)  # fsync, rename, fsync the folder
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             self.abort()
             if is_disk_full(exc, self.path.parent):
@@ -795,10 +808,9 @@ class AudioWriter:
                 self._sf.close()
             except Exception:  # the file is being thrown away; a failing close changes nothing
                 pass
-        try:
-            self._tmp.unlink()
-        except FileNotFoundError:
-            pass
+        if self._tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._tmp.unlink()
 
     def __enter__(self) -> AudioWriter:
         return self

@@ -16,6 +16,7 @@ import concurrent.futures as cf
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -33,9 +34,15 @@ from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
+from dawsep import atomic
+from dawsep import progress as song_progress
+from dawsep.progress import BatchProgress
 from dawsep.chunking import DEFAULT_OVERLAP
 from dawsep.errors import (DawsepError, DiskFullError, ModelError, NoInputError, OutputBusyError, OutputPathError,
                            PresetError)
+from dawsep.metrics import STEMS
+from dawsep.presets import OutputConfig
+from dawsep.runtime import file_sha256
 
 STATE_DIR = ".dawsep"
 
@@ -289,6 +296,10 @@ class Ledger:
             task TEXT NOT NULL, song TEXT NOT NULL, input TEXT NOT NULL, fingerprint TEXT NOT NULL,
             state TEXT NOT NULL, error TEXT, record TEXT, updated REAL NOT NULL,
             PRIMARY KEY (task, song))""")
+        # every file a (task, song) has put in OUT, kept across failed and interrupted reruns, so
+        # a redone song can remove what its new settings no longer write
+        self._exec("""CREATE TABLE IF NOT EXISTS written (
+            task TEXT NOT NULL, song TEXT NOT NULL, path TEXT NOT NULL, PRIMARY KEY (task, song, path))""")
 
     def _error(self, exc: sqlite3.Error) -> DawsepError:
         from dawsep.audio import is_disk_full
@@ -316,6 +327,30 @@ class Ledger:
         self._exec("INSERT OR REPLACE INTO songs VALUES (?,?,?,?,?,?,?,?)",
                    (task, song.rel, song.path, fingerprint, state, error, json.dumps(record or {}), time.time()))
 
+    def written(self, task: str, song: str) -> list[str]:
+        """The files (relative to OUT) this task last put in place for ``song`` (for a ledger from
+        before this table: the outputs of its last successful run)."""
+        rows = [r[0] for r in self._exec("SELECT path FROM written WHERE task=? AND song=? ORDER BY path",
+                                         (task, song))]
+        if rows:
+            return rows
+        row = self.get(task, song)
+        return list(row[2].get("outputs", [])) if row and row[0] == "done" else []
+
+    def set_written(self, task: str, song: str, paths: list[str]) -> None:
+        self._exec("DELETE FROM written WHERE task=? AND song=?", (task, song))
+        for p in paths:
+            self._exec("INSERT OR REPLACE INTO written VALUES (?,?,?)", (task, song, p))
+
+    def claimed(self, paths: list[str], task: str, song: str) -> set[str]:
+        """Which of ``paths`` another (task, song) lists as its own."""
+        out = set()
+        for p in paths:
+            if self._exec("SELECT 1 FROM written WHERE path=? AND NOT (task=? AND song=?) LIMIT 1",
+                          (p, task, song)).fetchone():
+                out.add(p)
+        return out
+
     def folders(self) -> dict[str, str]:
         """Input path -> the song folder it had most recently (any task)."""
         return {i: s for i, s in self._exec("SELECT input, song FROM songs ORDER BY updated")}
@@ -334,12 +369,6 @@ def input_fingerprint(path: str) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------- report
@@ -354,6 +383,7 @@ class BatchReport:
     ignored: list[str] = field(default_factory=list)
     excluded: list[tuple[str, str]] = field(default_factory=list)  # (input entry, why it was not read)
     seconds: float = 0.0
+    kept_stale: list[tuple[str, str]] = field(default_factory=list)  # (file, why it could not be removed)
 
     @property
     def ok(self) -> bool:
@@ -367,6 +397,10 @@ class BatchReport:
     def summary(self) -> str:
         lines = [f"{self.total} song(s): {len(self.done)} done, {len(self.skipped)} already done (skipped), "
                  f"{len(self.failed)} failed in {self.seconds:.1f} s -> {self.out_dir}"]
+        if self.skipped:
+            lines.append("songs already done with the same settings were skipped; --force redoes them")
+        for path, why in self.kept_stale:
+            lines.append(f"STALE {path}: written by an earlier run with other settings, and not removed ({why})")
         if self.ignored:
             lines.append(f"ignored {len(self.ignored)} non-audio file(s): {', '.join(self.ignored[:5])}"
                          + (" ..." if len(self.ignored) > 5 else ""))
@@ -381,6 +415,7 @@ class BatchReport:
 
 _WORKER_JOB: Job | None = None
 _DRIVER_PID: int | None = None  # in a worker process: the driver's pid (None: in the driver itself)
+_IN_DRIVER = False  # songs run in the driver's own process (progress goes straight to its bar)
 
 
 class _DriverGone(Exception):
@@ -391,8 +426,9 @@ def _worker_init(job: Job, threads: int, own_process: bool = True, driver_pid: i
     """Load ``job`` in this process. ``driver_pid``: this is a worker process of that driver: it
     ignores Ctrl-C (the driver stops it), dies with the driver (Linux: ``PR_SET_PDEATHSIG``), and
     never moves a song's outputs into OUT once the driver is gone."""
-    global _WORKER_JOB, _DRIVER_PID
+    global _WORKER_JOB, _DRIVER_PID, _IN_DRIVER
     _DRIVER_PID = driver_pid
+    _IN_DRIVER = not own_process
     if driver_pid is not None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _die_with(driver_pid)
@@ -429,7 +465,9 @@ def _run_one(song: Song, out_dir: str, staging_root: str) -> SongResult:
     job = _WORKER_JOB
     assert job is not None, "worker not initialised"
     out = Path(out_dir)
-    staging = Path(staging_root) / hashlib.sha1(f"{job.task}\0{song.rel}".encode()).hexdigest()[:16]
+    staging = Path(staging_root) / _staging_id(job.task, song.rel)
+    if not _IN_DRIVER:  # the driver reads how far the song has got from a file beside its staging
+        song_progress.set_sink(song_progress.file_sink(progress_file(staging_root, job.task, song.rel)))
     t0 = time.perf_counter()
     try:
         _check_driver()
@@ -445,8 +483,9 @@ def _run_one(song: Song, out_dir: str, staging_root: str) -> SongResult:
             dest = inside(out, song.rel, name)
             if dest.parent != target_dir:
                 raise OutputPathError(f"output name {name!r} must be a plain file name")
-            os.replace(staging / name, dest)  # atomic: readers see the old file or the new one
+            atomic.move(staging / name, dest, sync=False)  # readers see the old file or the new one
             outputs.append(dest.relative_to(out.resolve()).as_posix())
+        _sync_folders(target_dir, out.resolve())  # the renames (and new folders) are on disk
         record.setdefault("timings", {})["total_s"] = round(time.perf_counter() - t0, 3)
         dur = record.get("duration_s")
         if dur:
@@ -467,6 +506,26 @@ def _run_one(song: Song, out_dir: str, staging_root: str) -> SongResult:
         return SongResult(song, False, error=f"unexpected error: {tb}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not _IN_DRIVER:
+            song_progress.set_sink(None)
+
+
+def _staging_id(task: str, rel: str) -> str:
+    return hashlib.sha1(f"{task}\0{rel}".encode()).hexdigest()[:16]
+
+
+def progress_file(staging_root: str | Path, task: str, rel: str) -> Path:
+    """Where a worker keeps how far it has got into a song (read by the driver)."""
+    return Path(staging_root) / f"{_staging_id(task, rel)}.progress"
+
+
+def _sync_folders(folder: Path, root: Path) -> None:
+    """fsync ``folder`` and each folder above it up to ``root`` (new song folders are entries too)."""
+    while True:
+        atomic.fsync_dir(folder)
+        if folder == root or root not in folder.parents:
+            return
+        folder = folder.parent
 
 
 def _state_dir(out: Path) -> Path:
@@ -616,21 +675,23 @@ def _run_songs(job: Job, songs: list[Song], out: Path, staging_root: Path, ledge
             report.skipped.append(song.rel)
         else:
             todo.append((song, fp))
-    bar = _progress(len(todo), progress)
+    bar = BatchProgress(len(todo), progress)
 
     def finish(res: SongResult, fp: str) -> None:
         if res.fatal:
             raise DiskFullError(f"no space left on the device of {out} (while writing {res.song.rel})")
         if res.ok:
             record = {**res.record, "outputs": res.outputs}
+            removed = _remove_stale(out, ledger, job.task, res.song.rel, res.outputs, report)
+            if removed:
+                record["removed_stale"] = removed
+            ledger.set_written(job.task, res.song.rel, res.outputs)
             ledger.set(job.task, res.song, fp, "done", record=record)
             report.done.append(res.song.rel)
         else:
             ledger.set(job.task, res.song, fp, "failed", error=res.error)
-            report.failed.append((res.song.rel, res.error or "failed"))
-            if progress:
-                bar.write(f"FAILED {res.song.rel}: {res.error}", file=sys.stderr)
-        bar.update(1)
+            report.failed.append((res.song.rel, res.error or "failed"))  # named once: in the summary
+        bar.finish(res.song.rel, res.ok)
         if on_result:
             on_result(res)
 
@@ -640,20 +701,60 @@ def _run_songs(job: Job, songs: list[Song], out: Path, staging_root: Path, ledge
         if engine == "ray" and todo:
             from dawsep.distributed import run_ray
 
-            run_ray(job, todo, input_root, out, staging_root, jobs, ledger, finish, address)
+            run_ray(job, todo, input_root, out, staging_root, jobs, ledger, finish, address, progress=bar)
         elif (jobs or 1) <= 1:
             _worker_init(job, threads=os.cpu_count() or 1, own_process=False)
             for song, fp in todo:
                 ledger.set(job.task, song, fp, "running")
-                finish(_run_one(song, str(out), str(staging_root)), fp)
+                bar.start(song.rel)
+                song_progress.set_sink(lambda f, rel=song.rel: bar.fraction(rel, f))
+                try:
+                    res = _run_one(song, str(out), str(staging_root))
+                finally:
+                    song_progress.set_sink(None)
+                finish(res, fp)
         else:
-            _run_pool(job, todo, out, staging_root, jobs, ledger, finish)
+            _run_pool(job, todo, out, staging_root, jobs, ledger, finish, bar)
     finally:
         bar.close()
 
 
+def _remove_stale(out: Path, ledger: Ledger, task: str, song: str, outputs: list[str],
+                  report: BatchReport) -> list[str]:
+    """Remove the files an earlier run of ``task`` put in place for ``song`` that this run did not
+    write (a changed format, bit depth or stem list): files another command lists as its own, and
+    anything that is not a plain file inside OUT, are left alone. Returns what was removed; what
+    could not be is listed in the report."""
+    stale = [p for p in ledger.written(task, song) if p not in outputs]
+    if not stale:
+        return []
+    claimed = ledger.claimed(stale, task, song)
+    removed = []
+    for rel in stale:
+        if rel in claimed:
+            continue
+        try:
+            path = inside(out, rel)
+        except OutputPathError as exc:
+            report.kept_stale.append((rel, str(exc)))
+            continue
+        try:
+            if path.is_symlink() or not path.is_file():
+                if path.exists() or path.is_symlink():
+                    report.kept_stale.append((rel, "not a plain file any more"))
+                continue
+            path.unlink()
+            removed.append(rel)
+        except OSError as exc:
+            report.kept_stale.append((rel, exc.strerror or str(exc)))
+    if removed:
+        with contextlib.suppress(OSError):
+            atomic.fsync_dir(inside(out, removed[0]).parent)
+    return removed
+
+
 def _run_pool(job: Job, todo: list[tuple[Song, str]], out: Path, staging_root: Path, jobs: int,
-              ledger: Ledger, finish: Callable[[SongResult, str], None]) -> None:
+              ledger: Ledger, finish: Callable[[SongResult, str], None], bar: BatchProgress | None = None) -> None:
     """At most ``jobs`` songs in flight, so a crashed worker is pinned to the songs it held.
 
     The workers die with this process (:func:`_die_with`); when the run stops early (Ctrl-C,
@@ -676,8 +777,14 @@ def _run_pool(job: Job, todo: list[tuple[Song, str]], out: Path, staging_root: P
             while source and len(running) < width:
                 song, fp = source.pop(0)
                 ledger.set(job.task, song, fp, "running")
+                if bar is not None:
+                    bar.start(song.rel, progress_file(staging_root, job.task, song.rel))
                 running[pool.submit(_run_one, song, str(out), str(staging_root))] = (song, fp)
-            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            done, _ = cf.wait(running, timeout=song_progress.REPORT_EVERY_S, return_when=cf.FIRST_COMPLETED)
+            if bar is not None:
+                bar.poll_files()
+            if not done:
+                continue
             broken = False
             for fut in done:
                 song, fp = running.pop(fut)
@@ -709,13 +816,6 @@ def _run_pool(job: Job, todo: list[tuple[Song, str]], out: Path, staging_root: P
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="song", disable=not enabled or total == 0, file=sys.stderr,
-                dynamic_ncols=True, leave=False)
-
-
 def write_manifest(out: Path, ledger: Ledger, report: BatchReport) -> Path:
     """``OUT/manifest.json``: every song this folder has seen, from the ledger (atomic write; on
     a full disk the previous manifest stays as it was)."""
@@ -737,30 +837,14 @@ def write_manifest(out: Path, ledger: Ledger, report: BatchReport) -> Path:
     return path
 
 
-def _write_all(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a new hidden temporary file (never through a link),
-    fsync, rename; on failure the temporary file is removed and ``path`` is untouched."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+_write_all = atomic.write_bytes  # the manifest's writer (one atomic helper: dawsep.atomic)
 
 
 # ------------------------------------------------------------------------------------- jobs
 
 
-@dataclass(frozen=True)
-class OutputOptions:
-    format: str = "flac"
-    bit_depth: int | None = 24
+#: how outputs are written: the preset's ``[output]`` type itself (one definition)
+OutputOptions = OutputConfig
 
 
 class _OutputStream:
@@ -824,7 +908,12 @@ class RenderJob:
 
     Streams the file in blocks (bounded memory for hour-long files); the output is aligned with
     the input and the same length, or longer by the effect tail with ``keep_tail``. A preset
-    with a ``[separate]`` section separates its stem first (a model step at the model's rate).
+    with a ``[separate]`` section separates its stem first (a model step at the model's rate),
+    unless the input already is that stem: ``separate`` None (the default) skips the separation
+    for a file named like the preset's stem (``bass.flac`` for the bass preset, as ``dawsep
+    separate`` writes it), False never separates, True always does. The output is named after the
+    stem it holds: the separated stem, else the input's own when it is named like a stem
+    (``guitar.wav`` through a chain alone -> ``guitar.flac``), else the preset's stem.
     """
 
     preset: Any  # dawsep.presets.Preset
@@ -833,33 +922,57 @@ class RenderJob:
     keep_tail: bool = False
     block_frames: int = 65536
     task: str = ""
+    separate: bool | None = None
 
     def __post_init__(self):
         self.task = self.task or f"render:{self.preset.name}"
         if self.output is None:
             self.output = OutputOptions(self.preset.output.format, self.preset.output.bit_depth)
-        self._chain = None
+        self._chains: dict[bool, Any] = {}
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k != "_chain"}
+        return {k: v for k, v in self.__dict__.items() if k != "_chains"}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._chain = None
+        self._chains = {}
 
     def fingerprint(self) -> str:
-        settings = {"preset": self.preset.sha256, "output": asdict(self.output),
+        settings = {"preset": self.preset.sha256, "chain": self.preset.describe(), "output": asdict(self.output),
                     "downmix": self.downmix, "keep_tail": self.keep_tail,
                     "models": _model_hashes(self.preset),
                     # the [separate] settings, which a caller (render --phase) may have changed
-                    "separate": asdict(self.preset.separate) if self.preset.separate else None}
+                    "separate": asdict(self.preset.separate) if self.preset.separate else None,
+                    "separate_stems": self.separate}
         return _fingerprint(settings)
 
     def setup(self, threads: int) -> None:
         from dawsep import runtime
 
         runtime.set_default_threads(threads)
-        self._chain = self.preset.build_chain()
+        self._chains = {}
+        self._chain_for(self.preset.separate is not None and self.separate is not False)
+
+    def separates(self, song_path: str) -> bool:
+        """Whether this input goes through the preset's [separate] step."""
+        if self.preset.separate is None or self.separate is False:
+            return False
+        return self.separate is True or _stem_name(song_path) != self.preset.stem
+
+    def output_stem(self, song_path: str) -> str:
+        """What the output is named after: the stem separated out of the input, else the input's
+        own stem name when it has one (a chain on ``guitar.wav`` gives ``guitar.flac``), else the
+        preset's stem."""
+        name = _stem_name(song_path)
+        if self.separates(song_path) or name not in set(STEMS) | {self.preset.stem}:
+            return self.preset.stem
+        return name
+
+    def _chain_for(self, separated: bool):
+        if separated not in self._chains:
+            p = self.preset if separated else replace(self.preset, separate=None)
+            self._chains[separated] = p.build_chain()
+        return self._chains[separated]
 
     def run(self, song: Song, staging: Path) -> dict[str, Any]:
         from dawsep.errors import PluginError
@@ -873,10 +986,10 @@ class RenderJob:
     def _render(self, song: Song, staging: Path) -> dict[str, Any]:
         from dawsep import audio
 
-        chain = self._chain or self.preset.build_chain()
-        self._chain = chain
+        separated = self.separates(song.path)
+        chain = self._chain_for(separated)
         chain.reset()
-        name = f"{self.preset.stem}.{self.output.format}"
+        name = f"{self.output_stem(song.path)}.{self.output.format}"
         src = audio.info(song.path)
         # A chain with a model step runs at the model's rate: stream-resample there and back.
         rates = chain.model_sample_rates
@@ -888,12 +1001,27 @@ class RenderJob:
                           downmix=self.downmix) as reader, \
                 _OutputStream(staging / name, rate, src.sample_rate, None if self.keep_tail else src.frames,
                               self.output, skip=chain.latency_samples) as out:
-            for block in reader:
+            for block in _reporting(reader):
                 out.emit(chain(block, rate, reset=False))
             out.emit(chain.flush(rate, tail=self.keep_tail))
             out.finish()
         return _song_record(song, src, [name], preset=_preset_record(self.preset), chain=chain.descriptions,
-                            models=[st.info.describe() for st in chain.model_steps if hasattr(st, "info")])
+                            models=[st.info.describe() for st in chain.model_steps if hasattr(st, "info")],
+                            separated=separated)
+
+
+def _reporting(reader) -> Iterator[np.ndarray]:
+    """``reader``'s blocks, reporting how much of the song has been read (:mod:`dawsep.progress`)."""
+    done, total = 0, max(1, reader.frames)
+    for block in reader:
+        yield block
+        done += block.shape[1]
+        song_progress.song_progress(done / total)
+
+
+def _stem_name(path: str) -> str:
+    """``/x/song/bass.flac`` -> ``bass``: the name a stem file has (how `dawsep separate` writes it)."""
+    return Path(path).stem
 
 
 def _fingerprint(settings: dict) -> str:
@@ -904,14 +1032,58 @@ def _fingerprint(settings: dict) -> str:
 
 
 def _model_hashes(preset) -> list[str]:
-    """Content hashes of the models a preset uses: a new model file redoes the songs."""
+    """Content hashes of every model and plugin file a preset's outputs depend on: its
+    [separate] model, the models of its chain's model steps, its VST3 bundles and impulse
+    responses. A new file at the same path redoes the songs."""
     from dawsep import runtime
 
     out = []
     if preset.separate is not None:
         path, _, sha = _preset_model(preset, "separate", preset.separate.model, "separator")
         out.append(sha or runtime.file_sha256(path))
+    return out + chain_file_hashes(preset.chain)
+
+
+def chain_file_hashes(steps) -> list[str]:
+    """Content hashes of the files chain ``steps`` load: model-step models (the packaged
+    registry's hash, else the file's), VST3 bundles (every file in them) and Convolution impulse
+    responses. A file that cannot be found counts as ``missing:<path>`` (building the chain
+    reports it)."""
+    from dawsep import runtime
+    from dawsep.chain import BuiltinStep, ModelStepSpec, VST3Step, resolve_vst3
+
+    out = []
+    for step in steps:
+        try:
+            if isinstance(step, ModelStepSpec):
+                if step.kind == "separate":
+                    path, _, sha = runtime.resolve(step.options.get("model", "default"), "separator")
+                    out.append(sha or _content_hash(path))
+                else:  # another kind: any option naming a file
+                    out += [_content_hash(v) for v in step.options.values() if isinstance(v, str) and Path(v).is_file()]
+            elif isinstance(step, VST3Step):
+                out.append(_content_hash(resolve_vst3(step.path)))
+            elif isinstance(step, BuiltinStep) and "impulse_response_filename" in step.parameters:
+                out.append(_content_hash(Path(step.parameters["impulse_response_filename"]).expanduser()))
+        except (DawsepError, OSError) as exc:
+            out.append(f"missing:{exc}")
     return out
+
+
+def _content_hash(path: str | Path) -> str:
+    """sha256 of a file, or of a folder's files (names and contents, sorted), cached per process
+    by size and modification time."""
+    p = Path(path)
+    if p.is_dir():
+        parts = [f"{f.relative_to(p).as_posix()}:{_content_hash(f)}" for f in sorted(p.rglob("*")) if f.is_file()]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    st = p.stat()
+    return _file_hash(str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_hash(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
 
 
 def _preset_model(preset, section: str, model: str, kind: str, hint: str = ""):
@@ -949,6 +1121,7 @@ class SeparateJob:
     block_frames: int = 65536
     transcribe: bool = True  # with a preset that has [transcribe]: also <stem>.mid
     extras: tuple[str, ...] = ()  # more transcription outputs: "png", "json", "csv"
+    midi_bpm: float | None = None  # the MIDI file's tempo (None: 120, not estimated)
     phase: str | None = None
     phase_iterations: int | None = None
     task: str = ""
@@ -967,7 +1140,12 @@ class SeparateJob:
         if self.output is None:
             p = self.preset.output if self.preset is not None else None
             self.output = OutputOptions(p.format, p.bit_depth) if p else OutputOptions()
-        self.task = self.task or ("separate" + (f":{self.preset.name}" if self.preset is not None else ""))
+        # a separator other than the default (or the preset's own) goes into the names and the task,
+        # so `-m umx` writes piano.umx.flac beside the default's piano.flac instead of over it
+        chosen = cfg.model if cfg is not None else "default"
+        self.output_tag = "" if self.model == chosen else f".{_model_tag(self.model)}"
+        self.task = self.task or ("separate" + (f":{self.preset.name}" if self.preset is not None else "")
+                                  + (f"@{self.output_tag[1:]}" if self.output_tag else ""))
         self._sep = self._chain = self._trans = None
 
     def __getstate__(self):
@@ -1005,10 +1183,12 @@ class SeparateJob:
         trans = None
         if self.transcribes:
             tpath, _, tsha = self._resolve_transcriber()
-            trans = [tsha or runtime.file_sha256(tpath), list(self.extras)]
+            trans = [tsha or runtime.file_sha256(tpath), list(self.extras), self.midi_bpm]
         settings = {"model": sha or runtime.file_sha256(path), "transcriber": trans,
                     "stems": self.stems, "two_stems": self.two_stems,
                     "preset": self.preset.sha256 if self.preset is not None else None,
+                    "chain": (self.preset.describe() + chain_file_hashes(self.preset.chain)
+                              if self.preset is not None else None),
                     "output": asdict(self.output), "overlap": self.overlap, "segment": self.segment_seconds,
                     "downmix": self.downmix, "keep_tail": self.keep_tail,
                     "phase": [self.phase, self.phase_iterations]}
@@ -1041,6 +1221,26 @@ class SeparateJob:
         if chained and chained not in wanted:
             wanted.insert(0, chained)
         return [(s, sep.stem_index(s), s == chained and self._has_chain()) for s in wanted]
+
+    @property
+    def separator(self):
+        """The loaded :class:`~dawsep.separate.Separator` (None before :meth:`setup`)."""
+        return self._sep
+
+    def weak_stems(self, below_db: float | None = None) -> list[tuple[str, float]]:
+        """``(stem, SDR dB)`` for each stem this job writes that its model scored below
+        ``below_db`` (default :data:`dawsep.defaults.WEAK_STEM_SDR_DB`) on its held-out test split,
+        from the model's metadata (a model without that measurement: none)."""
+        from dawsep.defaults import WEAK_STEM_SDR_DB
+
+        if self._sep is None:
+            self.setup(1)
+        if self._sep is None:  # not loaded (a job set up elsewhere): nothing measured to report
+            return []
+        limit = WEAK_STEM_SDR_DB if below_db is None else below_db
+        sdr = (self._sep.info.metrics.get("test") or {}).get("sdr") or {}
+        stems = [name for name, idx, _ in self.plan() if idx is not None]
+        return [(s, float(sdr[s])) for s in stems if isinstance(sdr.get(s), (int, float)) and sdr[s] < limit]
 
     def _has_chain(self) -> bool:
         return self.preset is not None and bool(self.preset.chain)
@@ -1075,7 +1275,7 @@ class SeparateJob:
             chain.reset()
             chain.check_sample_rate(rate)
         engine = sep.stream()
-        names = [f"{name}.{self.output.format}" for name, _, _ in plan]
+        names = [f"{name}{self.output_tag}.{self.output.format}" for name, _, _ in plan]
         pending_mix = np.zeros((2, 0), np.float32)  # input not yet matched by engine output
         # A file at another rate than the model's: what the model never saw (above its band,
         # e.g. 22-96 kHz of a 192 kHz file) goes into "other" / "no_<stem>", so the stems still
@@ -1103,7 +1303,7 @@ class SeparateJob:
                 staging / n, rate, src.sample_rate,
                 None if (self.keep_tail and chained) else src.frames, self.output,
                 skip=chain.latency_samples if chained else 0)) for n, (_, _, chained) in zip(names, plan)]
-            for block in reader:
+            for block in _reporting(reader):
                 pending_mix = np.concatenate([pending_mix, block], axis=1)
                 y = engine.push(block)
                 m = y.shape[2]
@@ -1120,7 +1320,8 @@ class SeparateJob:
         if sink is not None:
             result = sink.finish()
             result.duration_s = round(src.frames / src.sample_rate, 6)
-            names += _save_transcription(result, staging, self.preset.stem, self.extras)
+            names += _save_transcription(result, staging, self.preset.stem + self.output_tag, self.extras,
+                                         self.midi_bpm, f"{Path(song.path).name} ({self.preset.stem} stem)")
             models.append(self._trans.info.describe())
         return _song_record(song, src, names, models=models,
                             preset=_preset_record(self.preset) if self.preset is not None else None,
@@ -1173,8 +1374,18 @@ class _HighBand:
         self.reader.close()
 
 
-def _save_transcription(result, staging: Path, stem: str, extras: tuple[str, ...]) -> list[str]:
+def _model_tag(model: str) -> str:
+    """A model as a file-name part: a packaged name as it is, a path by its file name without
+    ``.onnx`` (``~/m/my model.onnx`` -> ``my_model``)."""
+    name = Path(str(model)).name
+    name = name[:-5] if name.lower().endswith(".onnx") else name
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "model"
+
+
+def _save_transcription(result, staging: Path, stem: str, extras: tuple[str, ...],
+                        bpm: float | None = None, source: str = "") -> list[str]:
     names = [f"{stem}.mid"] + [f"{stem}.{ext}" for ext in extras]
+    result.bpm, result.source = bpm, source
     for n in names:
         result.save(staging / n)
     return names
@@ -1191,6 +1402,7 @@ class TranscribeJob:
     downmix: bool = False
     block_frames: int = 65536
     task: str = "transcribe"
+    bpm: float | None = None  # the MIDI file's tempo (None: 120, not estimated)
 
     def __post_init__(self):
         if self.options is None:
@@ -1211,7 +1423,7 @@ class TranscribeJob:
 
         path, _, sha = runtime.resolve(self.model, "transcriber")
         return _fingerprint({"model": sha or runtime.file_sha256(path), "options": asdict(self.options),
-                             "extras": list(self.extras), "downmix": self.downmix})
+                             "extras": list(self.extras), "downmix": self.downmix, "bpm": self.bpm})
 
     def setup(self, threads: int) -> None:
         from dawsep.transcribe import Transcriber
@@ -1229,10 +1441,10 @@ class TranscribeJob:
         sink = TranscriptionSink(t, t.sample_rate, self.options)
         with audio.stream(song.path, block_frames=self.block_frames, sample_rate=t.sample_rate,
                           downmix=self.downmix) as reader:
-            for block in reader:
+            for block in _reporting(reader):
                 sink.push(block)
         result = sink.finish()
         result.duration_s = round(src.frames / src.sample_rate, 6)
-        names = _save_transcription(result, staging, "piano", self.extras)
+        names = _save_transcription(result, staging, "piano", self.extras, self.bpm, Path(song.path).name)
         return _song_record(song, src, names, models=[t.info.describe()], notes=len(result.notes),
                             pedal_events=len(result.pedal))

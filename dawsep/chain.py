@@ -134,11 +134,11 @@ def validate_builtin(plugin: str, parameters: Mapping[str, Any]) -> dict[str, An
     for key, value in parameters.items():
         if key not in spec:
             allowed = ", ".join(spec) or "none"
-            raise PluginError(f"{plugin} has no parameter {key!r}; allowed: {allowed}")
+            raise PluginError(f"{plugin} has no parameter {key!r}; allowed: {allowed}", parameter=key)
         try:
             clean[key] = spec[key].check(value)
         except ValueError as exc:
-            raise PluginError(f"{plugin}.{key}: {exc}") from None
+            raise PluginError(f"{plugin}.{key}: {exc}", parameter=key) from None
     return clean
 
 
@@ -442,16 +442,49 @@ class _ModelStage:
         return out
 
 
+def _delay_seconds(plugin) -> float:
+    """How far apart in time the plugin's output can repeat its input (0 if it has no delay line):
+    pedalboard's Delay and Chorus by their settings, an external plugin by its longest parameter in
+    seconds or milliseconds (e.g. ZamDelay's ``time_ms``), a nested Pedalboard by its plugins."""
+    import pedalboard
+
+    if isinstance(plugin, pedalboard.Pedalboard):
+        return max((_delay_seconds(p) for p in plugin), default=0.0)
+    if isinstance(plugin, pedalboard.Delay):
+        return float(plugin.delay_seconds)
+    if isinstance(plugin, pedalboard.Chorus):
+        return float(plugin.centre_delay_ms) / 1000.0
+    params = getattr(plugin, "parameters", None)
+    if not isinstance(params, Mapping):
+        return 0.0
+    longest = 0.0
+    for key, param in params.items():
+        unit = str(getattr(param, "units", "") or getattr(param, "label", "") or "").strip().lower()
+        scale = {"ms": 1e-3, "s": 1.0, "sec": 1.0, "seconds": 1.0}.get(unit)
+        if scale is None:
+            continue
+        try:
+            longest = max(longest, float(getattr(plugin, key)) * scale)
+        except (TypeError, ValueError, AttributeError):
+            continue
+    return longest
+
+
 def _is_mono_only(plugin) -> bool:
+    """Whether ``plugin`` refuses a stereo buffer but takes a mono one (then it runs once per
+    channel). Decided by trying both, never by reading the plugin's error message; a plugin
+    that refuses both raises its stereo error."""
     try:
         plugin.process(np.zeros((2, 64), np.float32), 44100.0, reset=True)
-    except ValueError as exc:
-        if "channel" in str(exc):
-            return True
-        raise
+        return False
+    except ValueError as stereo_error:
+        try:
+            plugin.process(np.zeros((1, 64), np.float32), 44100.0, reset=True)
+        except ValueError:
+            raise stereo_error from None
+        return True
     finally:
         plugin.reset()
-    return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,6 +580,15 @@ class Chain:
         return sum(s.latency_samples for s in self._stages)
 
     @property
+    def longest_delay_seconds(self) -> float:
+        """The longest delay line in the chain (Delay, Chorus, a VST3 delay's time parameter): echoes
+        can be this far apart, so :meth:`flush` waits at least this long in silence before it
+        decides a tail has ended."""
+        plugins = [p for s in self._stages if isinstance(s, _BoardStage) for p in s.plugins]
+        plugins += [p for s in self._stages if isinstance(s, _PerChannelStage) for p in s.instances[:1]]
+        return max((_delay_seconds(p) for p in plugins), default=0.0)
+
+    @property
     def model_steps(self) -> list:
         """The chain's model steps (ONNX-backed ones expose ``info``, a ``runtime.ModelInfo``)."""
         return [s.step for s in self._stages if isinstance(s, _ModelStage)]
@@ -602,8 +644,10 @@ class Chain:
         """End a stream: feed silence and return what comes out, shape ``(channels, n)``.
 
         ``tail=False``: exactly :attr:`latency_samples` samples, i.e. the input's last samples.
-        ``tail=True``: also the effect tail (reverbs, delays), until the output stays below
-        ``silence`` (linear peak) for a whole block, at most ``max_seconds``.
+        ``tail=True``: also the effect tail (reverbs, delays): silence is fed until the output has
+        stayed below ``silence`` (linear peak) for longer than the chain's longest delay line
+        (:attr:`longest_delay_seconds`, so a later echo is never cut off) and at least 0.1 s, at
+        most ``max_seconds``; the tail ends at its last sample at or above ``silence``.
         """
         channels = self._channels or 2
         lat = self.latency_samples
@@ -612,15 +656,20 @@ class Chain:
                 return np.zeros((channels, 0), np.float32)
             return self.process(np.zeros((channels, lat), np.float32), sample_rate, reset=False)
         block = max(1024, int(sample_rate) // 10)
+        quiet_needed = max(block, int(math.ceil((1.25 * self.longest_delay_seconds + 0.05) * sample_rate)))
         out: list[np.ndarray] = []
         emitted, limit = 0, int(max_seconds * sample_rate) + lat
+        last_loud = 0  # samples emitted up to and including the last one at or above `silence`
         while emitted < limit:
             y = self.process(np.zeros((channels, block), np.float32), sample_rate, reset=False)
             out.append(y)
+            loud = np.flatnonzero(np.max(np.abs(y), axis=0, initial=0.0) >= silence)
+            if loud.size:
+                last_loud = emitted + int(loud[-1]) + 1
             emitted += block
-            if emitted >= lat + block and float(np.max(np.abs(y), initial=0.0)) < silence:
+            if emitted >= lat + block and emitted - last_loud >= quiet_needed:
                 break
-        return np.concatenate(out, axis=1)
+        return np.concatenate(out, axis=1)[:, :max(lat, last_loud)]
 
     def render(self, audio: np.ndarray, sample_rate: float, keep_tail: bool = False) -> np.ndarray:
         """Whole-signal render, built from the streaming path: reset, one block, flush.
@@ -691,7 +740,7 @@ def check_model_step_options(kind: str, options: Mapping[str, Any]) -> None:
     for key in options:
         if key not in allowed:
             shown = ", ".join(a for a in allowed if a != "model") or "none"
-            raise PluginError(f"model step {kind!r} has no option {key!r}; allowed: {shown}")
+            raise PluginError(f"model step {kind!r} has no option {key!r}; allowed: {shown}", parameter=key)
 
 
 def build_model_step(spec: ModelStepSpec) -> ModelStep:
@@ -719,9 +768,6 @@ def describe_steps(steps: Sequence[Any]) -> list[str]:
 
 
 def _as_block(audio: np.ndarray) -> np.ndarray:
-    x = np.asarray(audio)
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2 or x.shape[0] not in (1, 2):
-        raise PluginError(f"expected audio shaped (channels, samples) with 1 or 2 channels, got {x.shape}")
-    return np.ascontiguousarray(x, dtype=np.float32)
+    from dawsep.audio import as_block
+
+    return np.ascontiguousarray(as_block(audio, max_channels=2), dtype=np.float32)

@@ -10,6 +10,7 @@ output folder; 9 no audio files found; 10 disk full; 130 Ctrl-C (SIGINT), 143 SI
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -17,6 +18,7 @@ import threading
 import click
 
 from dawsep import __version__
+from dawsep.defaults import DEFAULT_BPM, DEFAULT_OVERLAP, NOTE_ENDS, DecodeOptions
 from dawsep.errors import BatchError, DawsepError
 
 FORMATS = ("wav", "flac", "ogg", "mp3")
@@ -121,6 +123,14 @@ def _output_options(preset, fmt: str | None, bit_depth: str | None):
     return OutputOptions(fmt, depth)
 
 
+def _midi_tempo_option(f):
+    return click.option(
+        "--midi-tempo", type=click.FloatRange(20.0, 400.0), default=None, metavar="BPM",
+        help=f"Tempo written into the MIDI file (and bars on the --plot piano roll); notes keep their times in "
+             f"seconds, the tempo only sets the beat grid a DAW shows  [default: {DEFAULT_BPM:g}: dawsep does not "
+             "estimate tempo, having measured it too unreliable]")(f)
+
+
 def _phase_options(f):
     f = click.option("--phase-iterations", type=click.IntRange(0, 1000), default=None, metavar="N",
                      help="Griffin-Lim iterations [8] or Wiener EM iterations [1].")(f)
@@ -142,22 +152,30 @@ def _finish(report) -> None:
 @click.argument("input_path", metavar="IN", type=click.Path(exists=True))
 @click.option("--preset", "-p", required=True, help="Preset name (see `dawsep presets list`) or path to a .toml.")
 @click.option("--keep-tail", is_flag=True, help="Append the effect tail (reverb/delay) after the end of each file.")
+@click.option("--separate/--no-separate", "separate_stems", default=None,
+              help="With a preset that has a [separate] section: always / never separate its stem first "
+                   "[default: separate, except files named like the preset's stem (bass.flac for the bass "
+                   "preset), which already are that stem].")
 @_phase_options
 @_batch_options
-def render(input_path, preset, keep_tail, phase, phase_iterations, out_dir, fmt, bit_depth, downmix, jobs, force,
-           quiet, engine, address):
+def render(input_path, preset, keep_tail, separate_stems, phase, phase_iterations, out_dir, fmt, bit_depth, downmix,
+           jobs, force, quiet, engine, address):
     """Render every audio file under IN through a preset's effect chain.
 
     Useful on stems you already have: each file becomes OUT/<relative path>/<stem>.<ext>,
-    aligned with the input and the same length. Reruns skip finished files. A preset with a
-    [separate] section separates its stem first (--phase applies to that step).
+    aligned with the input and the same length. A preset with a [separate] section separates its
+    stem first (--phase applies to that step), but not out of a file that already is that stem
+    (see --separate/--no-separate). The output is named after the stem it holds: the separated
+    one, else the input's when it is named like a stem (guitar.wav -> guitar.flac), else the
+    preset's. Reruns skip finished files.
     """
     from dawsep.batch import RenderJob, run_batch
     from dawsep.presets import load_preset
 
     p = _with_phase(load_preset(preset), phase, phase_iterations)
-    p.build_chain()  # fail fast on a bad plugin before touching any song
-    job = RenderJob(p, _output_options(p, fmt, bit_depth), downmix=downmix, keep_tail=keep_tail)
+    job = RenderJob(p, _output_options(p, fmt, bit_depth), downmix=downmix, keep_tail=keep_tail,
+                    separate=separate_stems)
+    job.setup(1)  # fail fast on a bad plugin or model before touching any song
     _finish(run_batch(job, input_path, out_dir, jobs=jobs, force=force, progress=not quiet,
                       **_engine_args(engine, address)))
 
@@ -188,21 +206,25 @@ def _with_phase(preset, phase: str | None, iterations: int | None):
               help="Write STEM and no_STEM (the mixture minus STEM) only, e.g. --two-stems piano.")
 @click.option("--model", "-m", default=None,
               help="Separator: packaged name (see `dawsep models list`) or path to an .onnx file [default: default].")
-@click.option("--overlap", type=click.FloatRange(0.0, 0.9), default=0.1, show_default=True,
+@click.option("--overlap", type=click.FloatRange(0.0, 0.9), default=DEFAULT_OVERLAP, show_default=True,
               help="Fraction of each chunk cross-faded with the next.")
 @click.option("--segment-seconds", type=click.FloatRange(1.0, 120.0), default=None,
               help="Chunk length (default: the model's).")
 @click.option("--keep-tail", is_flag=True, help="With --preset: append the chain's effect tail.")
 @click.option("--no-midi", is_flag=True, help="With a preset that transcribes (piano): skip the MIDI file.")
 @click.option("--plot", is_flag=True, help="With a preset that transcribes: also a piano-roll PNG.")
+@_midi_tempo_option
 @_phase_options
 @_batch_options
 def separate(input_path, preset, stems, two_stems, model, overlap, segment_seconds, keep_tail, no_midi, plot,
-             phase, phase_iterations, out_dir, fmt, bit_depth, downmix, jobs, force, quiet, engine, address):
+             midi_tempo, phase, phase_iterations, out_dir, fmt, bit_depth, downmix, jobs, force, quiet, engine,
+             address):
     """Separate every song under SONGS into stems: OUT/<song>/<stem>.<ext>.
 
-    Stems are aligned with the input, the same length and sample rate, and sum back to the
-    mixture (within the model's error). Reruns skip finished songs; exit status 1 if any failed.
+    Stems are aligned with the input, the same length and sample rate; a mask model's stems
+    (default, unet, umx, umx-uni) add up to the input, a waveform model's (convtasnet, demucs) do
+    not. With --model other than the default, outputs are named after it (piano.umx.flac).
+    Reruns skip finished songs; exit status 1 if any failed.
     """
     from dawsep.batch import SeparateJob, run_batch
     from dawsep.presets import load_preset
@@ -216,12 +238,37 @@ def separate(input_path, preset, stems, two_stems, model, overlap, segment_secon
     job = SeparateJob(model=model or "default", stems=wanted, preset=p, two_stems=two_stems,
                       output=_output_options(p, fmt, bit_depth), overlap=overlap, segment_seconds=segment_seconds,
                       downmix=downmix, keep_tail=keep_tail, transcribe=not no_midi,
-                      extras=("png",) if plot else (), phase=phase, phase_iterations=phase_iterations)
+                      extras=("png",) if plot else (), phase=phase, phase_iterations=phase_iterations,
+                      midi_bpm=midi_tempo)
     if phase_iterations is not None and job.phase == "mixture":
         raise click.UsageError("--phase-iterations needs --phase griffin-lim or wiener")
-    job.setup(1)  # fail fast: model, stems and chain are checked before any song
+    if (plot or midi_tempo) and not job.transcribes:
+        flags = " and ".join(f for f, given in (("--plot", plot), ("--midi-tempo", midi_tempo)) if given)
+        why = "--no-midi is given" if no_midi and p is not None and p.transcribe else \
+            "it has no preset with a [transcribe] section (e.g. --preset piano)"
+        click.echo(f"warning: {flags} apply to the MIDI transcription, and this run writes none: {why}", err=True)
+    from dawsep.errors import UnknownStemError
+
+    try:
+        job.setup(1)  # fail fast: model, stems and chain are checked before any song
+    except UnknownStemError as exc:  # --two-stems names a stem the model lacks: a usage error
+        if not two_stems:
+            raise  # --stems keeps the model error's exit code (6), as it always had
+        raise click.BadParameter(str(exc), param_hint="--two-stems") from None
+    weak = job.weak_stems()
+    if weak:
+        from dawsep.defaults import WEAK_STEM_SDR_DB
+
+        which = ", ".join(f"{s} ({v:.1f} dB)" for s, v in weak)
+        these = "this stem" if len(weak) == 1 else "these stems"
+        click.echo(f"warning: separator {job.separator.info.name!r} scored below {WEAK_STEM_SDR_DB:g} dB SDR on its "
+                   f"held-out test split for {which}: expect other instruments in {these} (`dawsep models list`, "
+                   "docs/separation.md)", err=True)
     _finish(run_batch(job, input_path, out_dir, jobs=jobs, force=force, progress=not quiet,
                       **_engine_args(engine, address)))
+
+
+_DECODE = DecodeOptions()  # the tuned defaults, defined once (dawsep.defaults)
 
 
 @main.command()
@@ -229,15 +276,20 @@ def separate(input_path, preset, stems, two_stems, model, overlap, segment_secon
 @click.option("--model", "-m", default="default", show_default=True,
               help="Transcriber: packaged name or path to an .onnx file.")
 @click.option("--preset", "-p", default=None, help="Take the thresholds from a preset's [transcribe] section.")
-@click.option("--onset-threshold", type=click.FloatRange(0, 1), default=None, help="Onset posterior peak [0.5].")
-@click.option("--frame-threshold", type=click.FloatRange(0, 1), default=None, help="Frame posterior to hold a note [0.3].")
-@click.option("--offset-threshold", type=click.FloatRange(0, 1), default=None, help="Offset peak that ends a note [0.5].")
-@click.option("--min-note-ms", type=click.FloatRange(0, 10000), default=None, help="Drop shorter notes [30].")
+@click.option("--onset-threshold", type=click.FloatRange(0, 1), default=None,
+              help=f"Onset posterior peak  [default: {_DECODE.onset_threshold}, or the preset's]")
+@click.option("--frame-threshold", type=click.FloatRange(0, 1), default=None,
+              help=f"Frame posterior to hold a note  [default: {_DECODE.frame_threshold}, or the preset's]")
+@click.option("--offset-threshold", type=click.FloatRange(0, 1), default=None,
+              help=f"Offset peak that ends a note  [default: {_DECODE.offset_threshold}, or the preset's]")
+@click.option("--min-note-ms", type=click.FloatRange(0, 10000), default=None,
+              help=f"Drop shorter notes  [default: {_DECODE.min_note_ms:g}, or the preset's]")
 @click.option("--no-pedal", is_flag=True, help="Ignore the sustain pedal (no CC64).")
-@click.option("--note-ends", type=click.Choice(["pedal", "key"]), default=None,
-              help="pedal: notes end when they stop sounding [default]; key: at the estimated key release, "
-                   "the pedal (CC64) sustaining them.")
+@click.option("--note-ends", type=click.Choice(NOTE_ENDS), default=None,
+              help="pedal: notes end when they stop sounding; key: at the estimated key release, "
+                   f"the pedal (CC64) sustaining them  [default: {_DECODE.note_ends}, or the preset's]")
 @click.option("--plot", is_flag=True, help="Also write a piano-roll PNG.")
+@_midi_tempo_option
 @click.option("--notes", "note_list", type=click.Choice(["json", "csv"]), multiple=True,
               help="Also write the note list (repeatable).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 4096), default=None, help="Files processed in parallel [1].")
@@ -250,12 +302,12 @@ def separate(input_path, preset, stems, two_stems, model, overlap, segment_secon
 @click.option("--output", "-o", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder: OUT/<file>/piano.mid (+ .png/.json/.csv), manifest.json, ledger.")
 def transcribe(input_path, model, preset, onset_threshold, frame_threshold, offset_threshold, min_note_ms, no_pedal,
-               note_ends, plot, note_list, jobs, force, quiet, downmix, engine, address, out_dir):
+               note_ends, plot, midi_tempo, note_list, jobs, force, quiet, downmix, engine, address, out_dir):
     """Transcribe piano recordings or separated piano stems to MIDI: OUT/<file>/piano.mid.
 
-    MIDI type 1 at 480 ticks per beat (tempo 120 bpm, so beats are half-seconds), a named piano
-    track on program 0, velocities 1-127 and the sustain pedal as CC64. For a piano inside a
-    full mix, use `dawsep separate --preset piano`, which separates it first.
+    One MIDI track named Piano (program 0) at 480 ticks per beat, at --midi-tempo (120 BPM
+    unless given: beats are then half-seconds), velocities 1-127 and the sustain pedal as CC64.
+    For a piano inside a full mix, use `dawsep separate --preset piano`, which separates it first.
     """
     from dataclasses import replace
 
@@ -277,7 +329,7 @@ def transcribe(input_path, model, preset, onset_threshold, frame_threshold, offs
     if no_pedal:
         cfg = replace(cfg, pedal=False)
     extras = (("png",) if plot else ()) + tuple(dict.fromkeys(note_list))
-    job = TranscribeJob(model, options_from_preset(cfg), extras=extras, downmix=downmix)
+    job = TranscribeJob(model, options_from_preset(cfg), extras=extras, downmix=downmix, bpm=midi_tempo)
     job.setup(1)  # fail fast on a missing or wrong model
     _finish(run_batch(job, input_path, out_dir, jobs=jobs, force=force, progress=not quiet,
                       **_engine_args(engine, address)))
@@ -327,14 +379,42 @@ def models() -> None:
 
 @models.command("list")
 def models_list():
-    """Packaged models with their sizes and measured quality."""
+    """Packaged models: file size, parameters and the quality measured on the held-out test split
+    (from each model's metadata)."""
     from dawsep import runtime
 
     rows = runtime.list_models()
     if not rows:
         click.echo("no models packaged")
+        return
+    table = [("KIND", "NAME", "SIZE", "PARAMS", "QUALITY ON THE HELD-OUT TEST SPLIT", "DESCRIPTION")]
     for kind, name, entry in rows:
-        click.echo(f"{kind:12s} {name:10s} {entry.get('file', '')}  {entry.get('description', '')}")
+        try:
+            info = runtime.model_info(name, kind)
+        except DawsepError as exc:
+            table.append((kind, name, "-", "-", f"cannot be read: {exc}", entry.get("description", "")))
+            continue
+        params = info.metrics.get("params")
+        table.append((kind, name, f"{os.path.getsize(info.path) / 1e6:.1f} MB",
+                      f"{params / 1e6:.2f} M" if params else "-", _quality(kind, info.metrics.get("test")),
+                      entry.get("description", "")))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
+    for r in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+
+
+def _quality(kind: str, test: dict | None) -> str:
+    """A model's measured test-split figures (its metadata), in one cell."""
+    if not test:
+        return "not measured"
+    if kind == "separator" and "mean" in test:
+        stems = " ".join(f"{s} {v:.2f}" for s, v in test.get("sdr", {}).items())
+        return f"mean SDR {test['mean']:.2f} dB ({stems})"
+    if kind == "transcriber":
+        cells = [f"{test[c]['note']:.2f} {label}" for c, label in
+                 (("clean", "clean"), ("mix", "mixture"), ("separated", "separated")) if c in test]
+        return "note F1 " + ", ".join(cells) if cells else "not measured"
+    return "not measured"
 
 
 @models.command("show")
@@ -387,7 +467,8 @@ def presets_show(name):
     if p.transcribe:
         t = p.transcribe
         click.echo(f"transcribe:  model={t.model} onset_threshold={t.onset_threshold} frame_threshold={t.frame_threshold} "
-                   f"offset_threshold={t.offset_threshold} min_note_ms={t.min_note_ms:g} pedal={str(t.pedal).lower()}")
+                   f"offset_threshold={t.offset_threshold} min_note_ms={t.min_note_ms:g} pedal={str(t.pedal).lower()} "
+                   f"note_ends={t.note_ends}")
     depth = f" {p.output.bit_depth}-bit" if p.output.bit_depth else ""
     click.echo(f"output:      {p.output.format}{depth}")
 

@@ -29,8 +29,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from dawsep import errors
-from dawsep.batch import Job, Ledger, Song, SongResult, _run_one, _worker_init
+from dawsep.batch import Job, Ledger, Song, SongResult, _run_one, _worker_init, progress_file
+from dawsep.progress import REPORT_EVERY_S
 from dawsep.errors import DawsepError, OutputPathError
 
 INSTALL_HINT = "pip install 'dawsep[dist]'"
@@ -90,7 +90,7 @@ class SongWorker:
 
     def __init__(self, job: Job, threads: int, shared: list[str]):
         self.where = f"{socket.gethostname()} (pid {os.getpid()})"
-        self.problem: tuple[str, str] | None = None
+        self.problem: tuple[str, Any] | None = None
         missing = [p for p in shared if not os.path.exists(p)]
         if missing:
             self.problem = ("missing", missing[0])
@@ -99,10 +99,12 @@ class SongWorker:
         else:
             try:
                 _worker_init(job, threads)
+            except DawsepError as exc:  # shipped whole (type, exit code, fields: dawsep.errors)
+                self.problem = ("error", exc)
             except Exception as exc:  # reported by ready(): the driver raises it with the node's name
-                self.problem = (type(exc).__name__, str(exc))
+                self.problem = ("other", f"{type(exc).__name__}: {exc}")
 
-    def ready(self) -> tuple[str, tuple[str, str] | None]:
+    def ready(self) -> tuple[str, tuple[str, Any] | None]:
         return self.where, self.problem
 
     def run(self, song: Song, out_dir: str, staging_root: str) -> SongResult:
@@ -110,7 +112,7 @@ class SongWorker:
         return _run_one(song, out_dir, staging_root)
 
 
-def _startup_error(where: str, problem: tuple[str, str]) -> DawsepError:
+def _startup_error(where: str, problem: tuple[str, Any]) -> DawsepError:
     kind, detail = problem
     if kind == "missing":
         return DawsepError(f"Ray worker on {where} cannot see {detail}: inputs and outputs must be on a "
@@ -118,10 +120,10 @@ def _startup_error(where: str, problem: tuple[str, str]) -> DawsepError:
     if kind == "readonly":
         return OutputPathError(f"Ray worker on {where} cannot write to {detail}")
     text = f"Ray worker on {where} could not load the job: {detail}"
-    cls = getattr(errors, kind, None)  # keep the exit code of e.g. a ModelError
-    if isinstance(cls, type) and issubclass(cls, DawsepError):
-        with contextlib.suppress(TypeError):  # errors with structured arguments fall back below
-            return cls(text)
+    if kind == "error" and isinstance(detail, DawsepError):
+        # the worker's own error: its type, exit code and fields, the node named in its message
+        detail.args = (text,)
+        return detail
     return DawsepError(text)
 
 
@@ -138,7 +140,7 @@ def shared_paths(input_root: Path, staging_root: str) -> list[str]:
 
 def run_ray(job: Job, todo: list[tuple[Song, str]], input_root: Path, out: Path, staging_root: Path,
             workers: int | None, ledger: Ledger, finish: Callable[[SongResult, str], None],
-            address: str | None = None) -> None:
+            address: str | None = None, progress=None) -> None:
     """Run ``todo`` (song, fingerprint) on Ray; ``finish`` is called on the driver per result.
 
     ``workers``: actors (1 CPU each); None: one per CPU of the cluster. Raises DawsepError when
@@ -168,7 +170,13 @@ def run_ray(job: Job, todo: list[tuple[Song, str]], input_root: Path, out: Path,
         try:
             while queue or inflight:
                 # actors still starting matter only while songs wait for one
-                [ref], _ = ray.wait(list(inflight) + (list(starting) if queue else []), num_returns=1)
+                ready, _ = ray.wait(list(inflight) + (list(starting) if queue else []), num_returns=1,
+                                    timeout=REPORT_EVERY_S)
+                if progress is not None:
+                    progress.poll_files()  # the workers write how far they are into staging (shared)
+                if not ready:
+                    continue
+                [ref] = ready
                 if ref in starting:
                     actor = starting.pop(ref)
                     try:
@@ -197,6 +205,8 @@ def run_ray(job: Job, todo: list[tuple[Song, str]], input_root: Path, out: Path,
                     actor = idle.pop()
                     song, fp = queue.popleft()
                     ledger.set(job.task, song, fp, "running")
+                    if progress is not None:
+                        progress.start(song.rel, progress_file(staging_dir, job.task, song.rel))
                     inflight[actor.run.remote(song, out_dir, staging_dir)] = (actor, song, fp)
         finally:
             for actor in [*idle, *starting.values(), *(a for a, _, _ in inflight.values())]:

@@ -1,11 +1,27 @@
-"""Typed errors. Library code raises these; only the CLI turns them into exit codes."""
+"""Typed errors. Library code raises these; only the CLI turns them into exit codes.
+
+Every error crosses process boundaries intact (worker processes and Ray ship them pickled): it
+comes back as its own type, with its message, exit code and fields, whatever its constructor
+takes (:func:`_rebuild`).
+"""
 from __future__ import annotations
+
+
+def _rebuild(cls: type, args: tuple) -> BaseException:
+    """An instance of ``cls`` with ``args`` and no constructor call (fields come from the pickled
+    ``__dict__``): errors whose constructors take structured arguments unpickle too."""
+    exc = cls.__new__(cls)
+    BaseException.__init__(exc, *args)
+    return exc
 
 
 class DawsepError(Exception):
     """Base class of every error dawsep raises on purpose."""
 
     exit_code = 1
+
+    def __reduce__(self):
+        return _rebuild, (type(self), self.args), self.__dict__
 
 
 class AudioFormatError(DawsepError):
@@ -33,15 +49,40 @@ class PresetError(DawsepError):
 
 
 class PluginError(DawsepError):
-    """A chain step (pedalboard built-in, VST3 or model step) cannot be built or run."""
+    """A chain step (pedalboard built-in, VST3 or model step) cannot be built or run.
+    ``parameter``: the parameter or option at fault, when one is (a preset names its key)."""
 
     exit_code = 5
+
+    def __init__(self, message: str, *, parameter: str | None = None):
+        self.parameter = parameter
+        super().__init__(message)
+
+
+class AudioShapeError(AudioFormatError, PluginError, ValueError):
+    """An array given as audio is not ``(channels, samples)`` with an allowed channel count.
+
+    Raised by the runtime's one shape check (:func:`dawsep.audio.as_block`), wherever arrays come
+    in: an :class:`AudioFormatError` (exit code 3), and also the :class:`PluginError` a chain or
+    a streaming host catches and the ``ValueError`` of a bad argument."""
+
+    def __init__(self, reason: str, path="<array>"):
+        super().__init__(path, reason)
 
 
 class ModelError(DawsepError):
     """An ONNX model is missing, corrupt or does not follow the dawsep contract."""
 
     exit_code = 6
+
+
+class UnknownStemError(ModelError):
+    """A stem the separator model does not have was asked for (its ``stem`` and the model's
+    ``stems``). The command line reports it as a usage error against the flag that named it."""
+
+    def __init__(self, model: str, stem: str, stems):
+        self.model, self.stem, self.stems = str(model), str(stem), tuple(stems)
+        super().__init__(f"model {self.model!r} has no stem {self.stem!r}; it has: {', '.join(self.stems)}")
 
 
 class OutputPathError(DawsepError):
@@ -77,6 +118,9 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int):
         self.signum = int(signum)
         super().__init__(f"stopped by signal {self.signum}")
+
+    def __reduce__(self):
+        return _rebuild, (type(self), self.args), self.__dict__
 
 
 class BatchError(DawsepError):

@@ -271,7 +271,7 @@ def write_events_midi(events, sample_rate: int, path: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     # the transcriber already orders messages at one position (offs before ons): keep that order
     timed = [(max(0, pos) / sample_rate, i, msg) for i, (pos, msg) in enumerate(events)]
-    write_midi(midi_from_events(timed, name=Path(path).stem), path)
+    write_midi(midi_from_events(timed), path)
 
 
 def _decode_to_wav(path: str, out: Path) -> str:

@@ -1,6 +1,6 @@
 """Separation metrics in numpy (runtime-safe: no torch), shared by training, bench and demo.
 
-SDR per DESIGN.md conventions: per stem and song, 10·log10(|s|²/|s − ŝ|²) on 1 s chunks, median
+SDR as museval chunks it: per stem and song, 10·log10(|s|²/|s − ŝ|²) on 1 s chunks, median
 over the chunks whose reference is not silent; then median over songs. This is the MDX
 challenges' energy-ratio SDR with museval's chunking, without BSSEval's distortion filter.
 """

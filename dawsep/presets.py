@@ -18,10 +18,10 @@ from typing import Any, Mapping
 from dawsep.audio import DEFAULT_BIT_DEPTH as _PCM_DEFAULT, WRITE_FORMATS as FORMATS
 from dawsep.chain import (BUILTINS, BuiltinStep, Chain, ModelStepSpec, StepSpec, VST3Step, check_impulse_response,
                           check_model_step_options, describe_steps, validate_builtin)
+from dawsep.defaults import NOTE_ENDS, DecodeOptions
 from dawsep.errors import ModelError, PluginError, PresetError
+from dawsep.metrics import STEMS  # noqa: F401  (the corpus's stems, which the shipped presets cover)
 from dawsep.phase import MAX_ITERATIONS, PHASES
-
-STEMS = ("piano", "bass", "drums", "guitar", "other")
 DEFAULT_BIT_DEPTH = {fmt: (_PCM_DEFAULT if depths else None) for fmt, depths in FORMATS.items()}
 
 
@@ -44,17 +44,21 @@ class SeparateConfig:
         return replace(self, phase=phase, phase_iterations=iterations)
 
 
+_DECODE = DecodeOptions()  # the one definition of the decoding defaults (dawsep.defaults)
+
+
 @dataclass(frozen=True)
 class TranscribeConfig:
-    """Note-decoding settings for the transcriber (piano)."""
+    """Note-decoding settings for the transcriber (piano): a key the preset leaves out takes the
+    tuned default of :class:`dawsep.defaults.DecodeOptions`."""
 
     model: str = "default"
-    onset_threshold: float = 0.5
-    frame_threshold: float = 0.3
-    offset_threshold: float = 0.5
-    min_note_ms: float = 30.0
-    pedal: bool = True
-    note_ends: str = "pedal"  # pedal: sounding note ends | key: estimated key releases (+ CC64)
+    onset_threshold: float = _DECODE.onset_threshold
+    frame_threshold: float = _DECODE.frame_threshold
+    offset_threshold: float = _DECODE.offset_threshold
+    min_note_ms: float = _DECODE.min_note_ms
+    pedal: bool = _DECODE.pedal
+    note_ends: str = _DECODE.note_ends  # pedal: sounding note ends | key: estimated key releases (+ CC64)
 
 
 @dataclass(frozen=True)
@@ -149,12 +153,14 @@ def _unknown(source: str, section: str, table: Mapping, allowed) -> None:
 def _parse_separate(source: str, t: Any) -> SeparateConfig:
     _expect(source, "separate", t, dict, "a table")
     _unknown(source, "separate", t, {"stem", "model", "phase", "phase_iterations"})
-    if "stem" not in t:
-        raise PresetError(source, "separate.stem", f"missing; expected one of {', '.join(STEMS)}")
-    stem = _expect(source, "separate.stem", t["stem"], str, f"one of {', '.join(STEMS)}")
-    if stem not in STEMS:
-        raise PresetError(source, "separate.stem", f"{stem!r} is not a stem; expected one of {', '.join(STEMS)}")
     model = _expect(source, "separate.model", t.get("model", "default"), str, "a model name or .onnx path")
+    stems = _model_stems(model)  # the model's own metadata says which stems it has
+    what = f"one of {', '.join(stems)} (the stems of separator model {model!r})" if stems else "a stem name"
+    if "stem" not in t:
+        raise PresetError(source, "separate.stem", f"missing; expected {what}")
+    stem = _expect(source, "separate.stem", t["stem"], str, what)
+    if not stem or (stems and stem not in stems):
+        raise PresetError(source, "separate.stem", f"{stem!r} is not a stem; expected {what}")
     allowed = ", ".join(PHASES)
     phase = _expect(source, "separate.phase", t.get("phase", "mixture"), str, f"one of {allowed}")
     if phase not in PHASES:
@@ -166,6 +172,18 @@ def _parse_separate(source: str, t: Any) -> SeparateConfig:
         if not 0 <= iterations <= MAX_ITERATIONS:
             raise PresetError(source, "separate.phase_iterations", f"{iterations} is out of range; expected {what}")
     return SeparateConfig(stem=stem, model=model, phase=phase, phase_iterations=iterations)
+
+
+def _model_stems(model: str) -> tuple[str, ...] | None:
+    """The stems separator ``model`` lists in its metadata, or None when it cannot be read now
+    (a missing or broken model is reported, naming the preset's key, when the chain is built)."""
+    from dawsep import runtime
+    from dawsep.errors import DawsepError
+
+    try:
+        return runtime.model_stems(model)
+    except DawsepError:
+        return None
 
 
 def _parse_transcribe(source: str, t: Any) -> TranscribeConfig:
@@ -183,9 +201,10 @@ def _parse_transcribe(source: str, t: Any) -> TranscribeConfig:
     if "model" in t:
         kw["model"] = _expect(source, "transcribe.model", t["model"], str, "a model name or .onnx path")
     if "note_ends" in t:
-        v = _expect(source, "transcribe.note_ends", t["note_ends"], str, "pedal or key")
-        if v not in ("pedal", "key"):
-            raise PresetError(source, "transcribe.note_ends", f"{v!r} is not allowed; expected pedal or key")
+        allowed = " or ".join(NOTE_ENDS)
+        v = _expect(source, "transcribe.note_ends", t["note_ends"], str, allowed)
+        if v not in NOTE_ENDS:
+            raise PresetError(source, "transcribe.note_ends", f"{v!r} is not allowed; expected {allowed}")
         kw["note_ends"] = v
     return TranscribeConfig(**kw)
 
@@ -221,9 +240,8 @@ def _parse_step(source: str, i: int, t: Any, base: Path | None) -> StepSpec:
         try:
             clean = validate_builtin(name, params)
         except PluginError as exc:
-            msg = str(exc)
-            bad = next((k for k in params if f"{k!r}" in msg or f".{k}:" in msg), None)
-            raise PresetError(source, f"{where}.{bad}" if bad else f"{where}.plugin", msg) from None
+            bad = exc.parameter if exc.parameter in params else None
+            raise PresetError(source, f"{where}.{bad}" if bad else f"{where}.plugin", str(exc)) from None
         if name == "Convolution" and "impulse_response_filename" in clean:
             try:
                 check_impulse_response(clean["impulse_response_filename"])
@@ -251,7 +269,7 @@ def _parse_step(source: str, i: int, t: Any, base: Path | None) -> StepSpec:
     try:
         check_model_step_options(kind_name, options)
     except PluginError as exc:
-        bad = next((k for k in options if f"option {k!r}" in str(exc)), None)
+        bad = exc.parameter if exc.parameter in options else None
         raise PresetError(source, f"{where}.{bad}" if bad else where, str(exc)) from None
     return ModelStepSpec(kind_name, options)
 

@@ -1,8 +1,8 @@
 """ONNX Runtime sessions, thread settings, model metadata and the packaged-model registry.
 
 Everything the runtime knows about a model comes from the ``.onnx`` file's ``metadata_props``
-(``dawsep.kind``, ``dawsep.sample_rate``, ``dawsep.stems``, …, see DESIGN.md): nothing is
-hard-coded twice. Packaged models are listed in ``dawsep/models/registry.json`` with their
+(``dawsep.kind``, ``dawsep.sample_rate``, ``dawsep.stems``, …, see docs/plugin-contract.md):
+nothing is hard-coded twice. Packaged models are listed in ``dawsep/models/registry.json`` with their
 sha256, checked once per process so a truncated or swapped file fails loudly.
 """
 from __future__ import annotations
@@ -97,6 +97,25 @@ def resolve(model: str | os.PathLike, kind: str) -> tuple[Path, str, str]:
         return path, path.name, ""
     known = ", ".join(sorted(entries)) or "none packaged"
     raise ModelError(f"unknown {kind} model {text!r}: give a path to an .onnx file or one of: {known}")
+
+
+def model_stems(model: str | os.PathLike, kind: str = "separator") -> tuple[str, ...]:
+    """The stems a model's metadata lists (``dawsep.stems``), read once per file and process."""
+    path, name, sha = resolve(model, kind)
+    st = path.stat()
+    return _cached_info(str(path), name, sha, st.st_size, st.st_mtime_ns).stems
+
+
+def model_info(model: str | os.PathLike, kind: str) -> ModelInfo:
+    """A model's :class:`ModelInfo` (metadata and measured metrics), read once per file and process."""
+    path, name, sha = resolve(model, kind)
+    st = path.stat()
+    return _cached_info(str(path), name, sha, st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _cached_info(path: str, name: str, sha256: str, size: int, mtime_ns: int) -> ModelInfo:
+    return read_info(path, name, sha256)
 
 
 def read_info(path: str | os.PathLike, name: str = "", sha256: str = "") -> ModelInfo:

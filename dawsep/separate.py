@@ -18,13 +18,13 @@ from dawsep import phase as phase_options
 from dawsep import runtime
 from dawsep.chain import register_model_step
 from dawsep.chunking import DEFAULT_OVERLAP, OverlapAdd
-from dawsep.errors import AudioFormatError, ModelError, PluginError
+from dawsep.errors import AudioFormatError, ModelError, PluginError, UnknownStemError
 
 #: The stem that takes what a model running at another rate cannot see (above its band).
 RESIDUAL_STEM = "other"
 
 class Separator:
-    """Waveform -> stems with a separator ONNX model (DESIGN.md contract).
+    """Waveform -> stems with a separator ONNX model (the contract in docs/plugin-contract.md).
 
     ``model``: a packaged model name (``"default"``) or a path to an ``.onnx`` file.
     ``segment_seconds``: chunk length (default: the model's ``dawsep.segment_samples``);
@@ -77,7 +77,7 @@ class Separator:
 
     def stem_index(self, stem: str) -> int:
         if stem not in self.stems:
-            raise ModelError(f"model {self.info.name!r} has no stem {stem!r}; it has: {', '.join(self.stems)}")
+            raise UnknownStemError(self.info.name, stem, self.stems)
         return self.stems.index(stem)
 
     def separate_array(self, audio: np.ndarray) -> np.ndarray:
@@ -97,11 +97,8 @@ class Separator:
         """
         from dawsep import audio as audio_io
 
-        x = np.asarray(audio, dtype=np.float32)
-        mono = x.ndim == 1
-        x = x[None] if mono else x
-        if x.ndim != 2 or x.shape[0] not in (1, 2):
-            raise AudioFormatError("<array>", f"expected (channels, samples) with 1 or 2 channels, got {x.shape}")
+        mono = np.ndim(audio) == 1
+        x = audio_io.as_block(audio, max_channels=2, dtype=np.float32)
         if not np.isfinite(x).all():
             raise AudioFormatError("<array>", "audio contains NaN or infinite samples")
         sr = int(sample_rate or self.sample_rate)
@@ -118,11 +115,9 @@ class Separator:
 
 
 def _stereo(audio: np.ndarray) -> np.ndarray:
-    x = np.asarray(audio, dtype=np.float32)
-    if x.ndim == 1:
-        x = x[None]
-    if x.ndim != 2 or x.shape[0] not in (1, 2):
-        raise AudioFormatError("<array>", f"expected (channels, samples) with 1 or 2 channels, got {x.shape}")
+    from dawsep.audio import as_block
+
+    x = as_block(audio, max_channels=2, dtype=np.float32)
     return np.repeat(x, 2, axis=0) if x.shape[0] == 1 else x
 
 

@@ -47,8 +47,7 @@ def _resampler_lag(from_rate: int, to_rate: int) -> int:
         return 0
     from dawsep.audio import Resampler
 
-    r = Resampler(from_rate, to_rate, 1)
-    return int(math.ceil((r._half + 1) * to_rate / from_rate)) + 2
+    return Resampler(from_rate, to_rate, 1).max_hold_samples
 
 
 def _take(queue: list[np.ndarray], n: int) -> np.ndarray:
@@ -62,11 +61,9 @@ def _take(queue: list[np.ndarray], n: int) -> np.ndarray:
 
 
 def _stereo(block) -> tuple[np.ndarray, int]:
-    x = np.asarray(block, dtype=np.float32)
-    if x.ndim == 1:
-        x = x[None]
-    if x.ndim != 2 or x.shape[0] not in (1, 2):
-        raise PluginError(f"expected a (channels, samples) block with 1 or 2 channels, got {np.shape(block)}")
+    from dawsep.audio import as_block
+
+    x = as_block(block, max_channels=2, dtype=np.float32)
     return (np.repeat(x, 2, axis=0) if x.shape[0] == 1 else x), x.shape[0]
 
 
@@ -436,11 +433,14 @@ class RealtimeRunner:
         return np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
 
     def process(self, block) -> np.ndarray:
+        from dawsep.audio import as_block
+
         x = np.array(block, dtype=np.float32, copy=True)  # the host reuses its buffer
+        as_block(x, max_channels=2)
         n = x.shape[-1]
-        if not (x.ndim == 1 or (x.ndim == 2 and x.shape[0] in (1, 2))) or n > self.max_block_size:
-            raise PluginError(f"expected a (channels, samples) block with 1 or 2 channels and at most "
-                              f"{self.max_block_size} samples, got {x.shape}")
+        if n > self.max_block_size:
+            raise PluginError(f"expected a (channels, samples) block of at most {self.max_block_size} samples, "
+                              f"got {x.shape}")
         lead = self._lead_shape(x)  # what the processor gives for this input (stems for a separator)
         with self._cv:
             if self._closed:

@@ -29,21 +29,21 @@ import csv
 import io
 import json
 import os
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from dawsep import runtime
+from dawsep import atomic, runtime
 from dawsep.chunking import OverlapDiscard
+from dawsep.defaults import DEFAULT_BPM, NOTE_ENDS, DecodeOptions  # noqa: F401  (the one definition)
 from dawsep.errors import AudioFormatError, DawsepError, ModelError
+from dawsep.pianoroll import piano_roll_png  # noqa: F401  (re-exported: the PNG writer)
 
 OUTPUTS = ("onset", "frame", "offset", "velocity", "pedal")
 N_KEYS = 88
 PEDAL_MIN_S = 0.05  # shorter sustain-pedal presses are dropped (sensor flicker, not playing)
 TICKS_PER_BEAT = 480
-DEFAULT_BPM = 120.0
 
 
 @dataclass(frozen=True)
@@ -68,32 +68,6 @@ class PedalEvent:
 
     start_s: float
     end_s: float
-
-
-NOTE_ENDS = ("pedal", "key")
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    """Thresholds on the posteriors (0-1), minimum note length, pedal handling."""
-
-    onset_threshold: float = 0.7
-    frame_threshold: float = 0.3
-    offset_threshold: float = 0.5
-    min_note_ms: float = 30.0
-    pedal: bool = True
-    pedal_threshold: float = 0.5
-    note_ends: str = "pedal"  # "pedal": sounding ends; "key": estimated key releases + CC64
-
-    def __post_init__(self):
-        for name in ("onset_threshold", "frame_threshold", "offset_threshold", "pedal_threshold"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {v}")
-        if self.min_note_ms < 0:
-            raise ValueError(f"min_note_ms must be >= 0, got {self.min_note_ms}")
-        if self.note_ends not in NOTE_ENDS:
-            raise ValueError(f"note_ends must be one of {', '.join(NOTE_ENDS)}, got {self.note_ends!r}")
 
 
 class OnlineDecoder:
@@ -232,29 +206,30 @@ def _key_release(note: NoteEvent, pedal: list[PedalEvent], hop_s: float, min_s: 
     return note
 
 
-def midi_from_events(events, bpm: float = DEFAULT_BPM, name: str = "dawsep transcription"):
-    """``[(seconds, order, mido.Message), ...]`` -> ``mido.MidiFile``: type 1, 480 ticks per beat;
-    track 0 tempo and 4/4; track 1 "Piano" (program 0, channel 0) with the messages in time order
-    (``order`` breaks ties). Used for files (:meth:`Transcription.to_midi`) and live recordings."""
+def midi_from_events(events, bpm: float | None = None, name: str = "Piano"):
+    """``[(seconds, order, mido.Message), ...]`` -> ``mido.MidiFile``: type 0 (one track, so a DAW
+    imports one piano track and no empty tempo track), 480 ticks per beat, ``bpm`` (None:
+    :data:`DEFAULT_BPM`; dawsep does not estimate tempo) in 4/4, the track named ``name`` on
+    program 0, channel 0, with the messages in time order (``order`` breaks ties). A message's
+    time in seconds is the same at any tempo; the tempo only sets the beat grid. Used for files
+    (:meth:`Transcription.to_midi`) and live recordings."""
     import mido
 
+    bpm = float(bpm or DEFAULT_BPM)
     ticks_per_s = TICKS_PER_BEAT * bpm / 60.0
-    mid = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
-    meta = mido.MidiTrack()
-    meta.append(mido.MetaMessage("track_name", name=name, time=0))
-    meta.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0))
-    meta.append(mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0))
-    meta.append(mido.MetaMessage("end_of_track", time=0))
-    piano = mido.MidiTrack()
-    piano.append(mido.MetaMessage("track_name", name="Piano", time=0))
-    piano.append(mido.Message("program_change", program=0, channel=0, time=0))
+    mid = mido.MidiFile(type=0, ticks_per_beat=TICKS_PER_BEAT)
+    track = mido.MidiTrack()
+    track.append(mido.MetaMessage("track_name", name=name, time=0))
+    track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0))
+    track.append(mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0))
+    track.append(mido.Message("program_change", program=0, channel=0, time=0))
     now = 0
     for tick, _, msg in sorted(((max(0, int(round(t * ticks_per_s))), o, m) for t, o, m in events),
                                key=lambda ev: (ev[0], ev[1])):
-        piano.append(msg.copy(time=tick - now))
+        track.append(msg.copy(time=tick - now))
         now = tick
-    piano.append(mido.MetaMessage("end_of_track", time=0))
-    mid.tracks.extend([meta, piano])
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    mid.tracks.append(track)
     return mid
 
 
@@ -263,7 +238,7 @@ def write_midi(mid, path: str | os.PathLike) -> Path:
     path = Path(path)
     buf = io.BytesIO()
     mid.save(file=buf)
-    _atomic_write(path, buf.getvalue())
+    atomic.write_bytes(path, buf.getvalue())
     return path
 
 
@@ -277,12 +252,16 @@ class Transcription:
     duration_s: float = 0.0
     options: DecodeOptions = field(default_factory=DecodeOptions)
     model: dict = field(default_factory=dict)
+    bpm: float | None = None  # the tempo given for the MIDI file and the plot's bars (None: not known)
+    source: str = ""  # the transcribed file's name: the plot's title
 
-    def to_midi(self, bpm: float = DEFAULT_BPM, name: str = "dawsep transcription"):
-        """``mido.MidiFile``: type 1, 480 ticks per beat; track 0 tempo and 4/4; track 1 "Piano"
-        (program 0, channel 0) with the notes and, when the pedal is on, CC64."""
+    def to_midi(self, bpm: float | None = None):
+        """``mido.MidiFile`` (:func:`midi_from_events`: one "Piano" track, program 0, channel 0)
+        with the notes and, when the pedal is on, CC64, at ``bpm`` (None: :attr:`bpm`, else
+        :data:`DEFAULT_BPM`)."""
         import mido
 
+        bpm = float(bpm or self.bpm or DEFAULT_BPM)
         # (seconds, order, message): at one time, pedal-up and note-offs go before note-ons, so a
         # re-struck key is released first; a note lasts at least one tick
         tick_s = 60.0 / (TICKS_PER_BEAT * bpm)
@@ -295,7 +274,7 @@ class Transcription:
             end = max(p.end_s, round(p.start_s / tick_s) * tick_s + tick_s)
             events.append((p.start_s, 3, mido.Message("control_change", control=64, value=127, channel=0)))
             events.append((end, 0, mido.Message("control_change", control=64, value=0, channel=0)))
-        return midi_from_events(events, bpm, name)
+        return midi_from_events(events, bpm)
 
     def to_dict(self) -> dict:
         return {"notes": [asdict(n) for n in self.notes], "pedal": [asdict(p) for p in self.pedal],
@@ -309,72 +288,30 @@ class Transcription:
             w.writerow([f"{n.start_s:.4f}", f"{n.end_s:.4f}", n.pitch, n.velocity, f"{n.confidence:.3f}"])
         return buf.getvalue()
 
-    def save(self, path: str | os.PathLike, bpm: float = DEFAULT_BPM) -> Path:
-        """Write by extension: ``.mid``/``.midi``, ``.json``, ``.csv`` or ``.png`` (atomically)."""
+    def save(self, path: str | os.PathLike, bpm: float | None = None) -> Path:
+        """Write by extension: ``.mid``/``.midi``, ``.json``, ``.csv`` or ``.png`` (atomically).
+        ``bpm``: the MIDI file's tempo and the plot's bars (None: :attr:`bpm`)."""
         path = Path(path)
         ext = path.suffix.lower()
+        bpm = bpm or self.bpm
         if ext in (".mid", ".midi"):
-            return write_midi(self.to_midi(bpm, name=path.stem), path)
+            return write_midi(self.to_midi(bpm), path)
         if ext == ".json":
             data = json.dumps(self.to_dict(), indent=1).encode()
         elif ext == ".csv":
             data = self.to_csv().encode()
         elif ext == ".png":
-            data = piano_roll_png(self.notes, self.pedal, self.duration_s)
+            title = f"{self.source}: piano transcription" if self.source else f"{path.stem}: piano transcription"
+            data = piano_roll_png(self.notes, self.pedal, self.duration_s, title=title, bpm=bpm)
         else:
             raise DawsepError(f"{path}: unknown transcription format {ext!r}; use .mid, .json, .csv or .png")
-        _atomic_write(path, data)
+        atomic.write_bytes(path, data)
         return path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def piano_roll_png(notes: list[NoteEvent], pedal: list[PedalEvent], duration_s: float,
-                   px_per_s: float = 50.0, px_per_key: int = 4, max_width: int = 8000) -> bytes:
-    """A piano roll as PNG bytes (numpy + zlib; no plotting library): time left to right, pitch
-    upwards, note brightness by velocity, C rows marked, pedal as a bar along the bottom."""
-    end = max([duration_s] + [n.end_s for n in notes]) if notes or duration_s else 1.0
-    px_per_s = min(px_per_s, max_width / max(end, 1e-3))
-    width = max(1, int(np.ceil(end * px_per_s)))
-    pedal_h = 6
-    height = N_KEYS * px_per_key + pedal_h + 2
-    img = np.full((height, width, 3), 250, np.uint8)
-    for key in range(N_KEYS):  # C rows, for orientation
-        if (key + 21) % 12 == 0:
-            y = (N_KEYS - 1 - key) * px_per_key
-            img[y:y + px_per_key] = 232
-    for n in notes:
-        key = n.pitch - 21
-        if not 0 <= key < N_KEYS:
-            continue
-        y = (N_KEYS - 1 - key) * px_per_key
-        a, b = int(n.start_s * px_per_s), max(int(n.start_s * px_per_s) + 1, int(n.end_s * px_per_s))
-        shade = 1.0 - 0.75 * n.velocity / 127.0
-        img[y:y + px_per_key, a:b] = (np.array([40, 90, 200]) * shade + np.array([20, 40, 90]) * (1 - shade)).astype(np.uint8)
-        img[y:y + px_per_key, a:a + 1] = (10, 10, 10)  # onset tick
-    for p in pedal:
-        a, b = int(p.start_s * px_per_s), max(int(p.start_s * px_per_s) + 1, int(p.end_s * px_per_s))
-        img[height - pedal_h:, a:b] = (230, 140, 40)
-    raw = b"".join(b"\x00" + img[r].tobytes() for r in range(height))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return (len(data).to_bytes(4, "big") + tag + data
-                + zlib.crc32(tag + data).to_bytes(4, "big"))
-
-    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
 
 
 # ------------------------------------------------------------------------------ runtime
 class Transcriber:
-    """Waveform -> posteriors -> notes with a transcriber ONNX model (DESIGN.md contract:
+    """Waveform -> posteriors -> notes with a transcriber ONNX model (docs/plugin-contract.md:
     ``audio [batch, samples]`` mono at ``dawsep.sample_rate`` -> ``onset``, ``frame``, ``offset``,
     ``velocity`` ``[batch, frames, 88]`` and ``pedal`` ``[batch, frames, 1]``)."""
 
@@ -422,11 +359,7 @@ class Transcriber:
         """Mono or ``(channels, samples)`` audio at any rate -> frame posteriors."""
         from dawsep import audio as audio_io
 
-        x = np.asarray(audio, dtype=np.float32)
-        if x.ndim == 2:
-            x = x.mean(axis=0)
-        if x.ndim != 1:
-            raise AudioFormatError("<array>", f"expected (samples,) or (channels, samples), got {np.shape(audio)}")
+        x = audio_io.as_block(audio, dtype=np.float32).mean(axis=0)
         if not np.isfinite(x).all():
             raise AudioFormatError("<array>", "audio contains NaN or infinite samples")
         sr = int(sample_rate or self.sample_rate)
@@ -460,8 +393,9 @@ class TranscriptionSink:
         self.samples = 0
 
     def push(self, block: np.ndarray) -> None:
-        x = np.asarray(block, dtype=np.float32)
-        x = x.mean(axis=0, keepdims=True) if x.ndim == 2 else x[None]
+        from dawsep.audio import as_block
+
+        x = as_block(block, dtype=np.float32).mean(axis=0, keepdims=True)
         self.samples += x.shape[1]
         if self.resampler is not None:
             x = self.resampler.process(x)
@@ -481,4 +415,4 @@ def options_from_preset(cfg) -> DecodeOptions:
     """A preset's ``[transcribe]`` section -> :class:`DecodeOptions`."""
     return DecodeOptions(onset_threshold=cfg.onset_threshold, frame_threshold=cfg.frame_threshold,
                          offset_threshold=cfg.offset_threshold, min_note_ms=cfg.min_note_ms, pedal=cfg.pedal,
-                         note_ends=getattr(cfg, "note_ends", "pedal"))
+                         note_ends=cfg.note_ends)

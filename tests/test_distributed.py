@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from conftest import with_model
 from dawsep.batch import RenderJob, SeparateJob, Song, run_batch
 from dawsep.cli import main
-from dawsep.errors import DawsepError
+from dawsep.errors import AudioFormatError, DawsepError, ModelError, PresetError, UnknownStemError
 from dawsep.presets import load_preset
 from test_batch import SR, make_songs, no_temp_files, tone
 
@@ -201,7 +201,8 @@ def test_cli_engine_ray_for_render_and_separate(tmp_path, cluster, gain_preset, 
     res = runner.invoke(main, ["separate", str(tmp_path / "in" / "a.wav"), "-o", str(tmp_path / "s"),
                                "-m", tiny_separator, "--two-stems", "piano", "--engine", "ray", "-q"])
     assert res.exit_code == 0, res.output
-    assert output_files(tmp_path / "s") == ["a/no_piano.flac", "a/piano.flac"]
+    # -m MODEL other than the default: the outputs are named after it (issue 17)
+    assert output_files(tmp_path / "s") == ["a/no_piano.tiny-separator.flac", "a/piano.tiny-separator.flac"]
     res = runner.invoke(main, ["render", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "-p", str(gain_preset),
                                "--address", "10.0.0.1:6379"])
     assert res.exit_code == 2 and "--address needs --engine ray" in res.output
@@ -222,3 +223,38 @@ def test_clear_errors_without_ray_or_cluster(tmp_path, gain_preset, monkeypatch)
     probe = subprocess.run([sys.executable, "-c", "import sys, dawsep.cli, dawsep.batch; print('ray' in sys.modules)"],
                            capture_output=True, text=True)
     assert probe.stdout.strip() == "False"
+
+
+@dataclasses.dataclass
+class FailsToLoad:
+    """A job whose setup raises ``error`` on every worker (as a bad model or preset would)."""
+
+    error: Exception
+    task: str = "fails-to-load"
+
+    def fingerprint(self) -> str:
+        return "x"
+
+    def setup(self, threads: int) -> None:
+        raise self.error
+
+    def run(self, song: Song, staging: Path) -> dict:
+        raise AssertionError("never reached")
+
+
+@pytest.mark.parametrize("error", [
+    AudioFormatError("/x/impulse.wav", "is not a readable WAV file"),
+    PresetError("/x/mine.toml", "chain[1].ratio", "0.5 is out of range"),
+    UnknownStemError("umx", "vocals", ("piano", "bass")),
+    ModelError("cannot load model /x/m.onnx"),
+])
+def test_errors_keep_their_type_and_exit_code_through_ray(tmp_path, cluster, error):
+    """Issue 17, item 4: an error raised while a worker loads the job reaches the driver as the
+    same type, with its exit code and fields (it was rebuilt from its class name and lost both)."""
+    tones(tmp_path / "in", 1, 0.2)
+    with pytest.raises(DawsepError) as info:
+        run_batch(FailsToLoad(error), tmp_path / "in", tmp_path / "out", engine="ray", progress=False)
+    got = info.value
+    assert type(got) is type(error) and got.exit_code == error.exit_code
+    assert str(error) in str(got) and "Ray worker on" in str(got)
+    assert {k: v for k, v in vars(got).items()} == {k: v for k, v in vars(error).items()}

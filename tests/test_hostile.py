@@ -625,7 +625,8 @@ def test_stems_add_up_to_a_192k_input(tmp_path, tiny_separator):
     report = run_batch(SeparateJob(model=tiny_separator, output=batch.OutputOptions("wav", 32)), tmp_path / "hi.wav",
                        tmp_path / "out", progress=False)
     assert report.ok, report.summary()
-    stems = [sf.read(tmp_path / "out" / "hi" / f"{s}.wav", always_2d=True)[0].T for s in
+    # a separator other than the default names its outputs (issue 17): <stem>.tiny-separator.wav
+    stems = [sf.read(tmp_path / "out" / "hi" / f"{s}.tiny-separator.wav", always_2d=True)[0].T for s in
              ("piano", "bass", "drums", "guitar", "other")]
     residual = x - sum(stems)
     core = slice(2000, -2000)
@@ -648,7 +649,8 @@ def test_stems_add_up_to_a_192k_input(tmp_path, tiny_separator):
     # --two-stems: the rest takes it
     report = run_batch(SeparateJob(model=tiny_separator, two_stems="piano", output=batch.OutputOptions("wav", 32)),
                        tmp_path / "hi.wav", tmp_path / "two", progress=False)
-    pair = [sf.read(tmp_path / "two" / "hi" / f"{s}.wav", always_2d=True)[0].T for s in ("piano", "no_piano")]
+    pair = [sf.read(tmp_path / "two" / "hi" / f"{s}.tiny-separator.wav", always_2d=True)[0].T
+            for s in ("piano", "no_piano")]
     err_db = 10 * np.log10(np.mean((x - sum(pair))[:, core] ** 2) / np.mean(x[:, core] ** 2))
     assert err_db < -50, err_db
 

@@ -84,9 +84,9 @@ def test_offline_live_midi_file_equals_streaming_transcriber(tmp_path, tiny_sepa
         want += [(pos + off - ref.latency_samples, m.note) for off, m in ref.process(xx[:, pos:pos + block])
                  if m.type == "note_on"]
     mid = mido.MidiFile(tmp_path / "live.mid")
-    assert mid.type == 1 and mid.ticks_per_beat == 480 and len(mid.tracks) == 2
+    assert mid.type == 0 and mid.ticks_per_beat == 480 and len(mid.tracks) == 1  # one track (issue 17)
     t, got = 0, []
-    for m in mid.tracks[1]:
+    for m in mid.tracks[0]:
         t += m.time
         if m.type == "note_on" and m.velocity > 0:
             got.append((t, m.note))

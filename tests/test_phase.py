@@ -213,7 +213,7 @@ def test_cli_phase_end_to_end(tmp_path, tiny_separator):
             "--bit-depth", "32", "-q"]
     res = runner.invoke(cli.main, args + ["--phase", "wiener"])
     assert res.exit_code == 0, res.output
-    y, _ = sf.read(out / "a" / "bass.wav", always_2d=True)
+    y, _ = sf.read(out / "a" / "bass.tiny-separator.wav", always_2d=True)  # -m MODEL: named after it
     ref = Separator(tiny_separator, threads=1, phase="wiener").separate(x, SR)["bass"]
     np.testing.assert_allclose(y.T, ref, atol=1e-6)
     song = json.loads((out / "manifest.json").read_text())["songs"][0]

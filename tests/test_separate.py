@@ -147,6 +147,9 @@ def test_model_step_spec_from_presets(tiny_separator):
 
 
 # ----------------------------------------------------------------------- batch and CLI
+TAG = ".tiny-separator"  # a separator other than the default names its outputs (issue 17): piano.tiny-separator.flac
+
+
 def write_songs(root):
     root.mkdir()
     sf.write(root / "a.wav", noise(0.7, seed=5).T, SR, subtype="FLOAT")
@@ -161,16 +164,16 @@ def test_separate_job_writes_every_stem_aligned(tmp_path, tiny_separator):
     assert sorted(report.done) == ["a", "b"] and [s for s, _ in report.failed] == ["broken"]
     for rel, sr, n in [("a", SR, int(0.7 * SR)), ("b", 48000, int(0.4 * 48000))]:
         for stem in STEMS:
-            y, rate = sf.read(out / rel / f"{stem}.flac", always_2d=True)
+            y, rate = sf.read(out / rel / f"{stem}{TAG}.flac", always_2d=True)
             assert rate == sr and y.shape == (n, 2)
     x, _ = sf.read(tmp_path / "in" / "a.wav", always_2d=True)
     ref = Separator(tiny_separator, threads=1).separate(x.T, SR)
     for stem in STEMS:
-        y, _ = sf.read(out / "a" / f"{stem}.flac", always_2d=True)
+        y, _ = sf.read(out / "a" / f"{stem}{TAG}.flac", always_2d=True)
         assert np.max(np.abs(y.T - ref[stem])) < 2.0 / 2**23
     manifest = json.loads((out / "manifest.json").read_text())
     song = {s["song"]: s for s in manifest["songs"]}["a"]
-    assert song["models"][0]["kind"] == "separator" and song["outputs"] == [f"a/{s}.flac" for s in STEMS]
+    assert song["models"][0]["kind"] == "separator" and song["outputs"] == [f"a/{s}{TAG}.flac" for s in STEMS]
     again = run_batch(SeparateJob(tiny_separator), tmp_path / "in", out, progress=False)
     assert sorted(again.skipped) == ["a", "b"]
 
@@ -180,8 +183,8 @@ def test_two_stems_sum_to_the_input(tmp_path, tiny_separator):
     x = noise(0.6, seed=7)
     sf.write(src, x.T, SR, subtype="FLOAT")
     run_batch(SeparateJob(tiny_separator, two_stems="piano", output=_wav32()), src, tmp_path / "out", progress=False)
-    p, _ = sf.read(tmp_path / "out" / "a" / "piano.wav", always_2d=True)
-    rest, _ = sf.read(tmp_path / "out" / "a" / "no_piano.wav", always_2d=True)
+    p, _ = sf.read(tmp_path / "out" / "a" / f"piano{TAG}.wav", always_2d=True)
+    rest, _ = sf.read(tmp_path / "out" / "a" / f"no_piano{TAG}.wav", always_2d=True)
     np.testing.assert_allclose(p + rest, x.T, atol=1e-6)
 
 
@@ -215,7 +218,7 @@ def test_cli_separate(tmp_path, tiny_separator):
                                "--stems", "piano,bass", "--format", "wav", "-q"])
     assert res.exit_code == 1, res.output
     assert "2 done" in res.output and "FAILED broken" in res.output
-    assert sorted(p.name for p in (tmp_path / "out" / "a").iterdir()) == ["bass.wav", "piano.wav"]
+    assert sorted(p.name for p in (tmp_path / "out" / "a").iterdir()) == [f"bass{TAG}.wav", f"piano{TAG}.wav"]
     res = runner.invoke(main, ["separate", str(tmp_path / "in" / "a.wav"), "-o", str(tmp_path / "o2"),
                                "-m", tiny_separator, "--stems", "vocals"])
     assert res.exit_code == 6 and "no stem 'vocals'" in res.output

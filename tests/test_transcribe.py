@@ -3,8 +3,6 @@ CSV/PNG writers, the chunked ONNX runtime on a tiny random model, and the batch 
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 
 import mido
 import numpy as np
@@ -85,10 +83,11 @@ def test_midi_file_structure_and_round_trip(tmp_path):
     t = Transcription(notes, [PedalEvent(0.25, 1.75)], duration_s=2.0)
     path = t.save(tmp_path / "piano.mid")
     mid = mido.MidiFile(path)
-    assert mid.type == 1 and mid.ticks_per_beat == 480 and len(mid.tracks) == 2
+    # one track (issue 17: no empty tempo track for a DAW to import as a stray)
+    assert mid.type == 0 and mid.ticks_per_beat == 480 and len(mid.tracks) == 1
     assert any(m.type == "set_tempo" for m in mid.tracks[0])
-    names = [m.name for m in mid.tracks[1] if m.type == "track_name"]
-    assert names == ["Piano"] and any(m.type == "program_change" and m.program == 0 for m in mid.tracks[1])
+    names = [m.name for m in mid.tracks[0] if m.type == "track_name"]
+    assert names == ["Piano"] and any(m.type == "program_change" and m.program == 0 for m in mid.tracks[0])
     got, t_abs, active = [], 0.0, {}
     for m in mid:  # seconds, tempo applied
         t_abs += m.time
@@ -98,7 +97,7 @@ def test_midi_file_structure_and_round_trip(tmp_path):
             s, v = active.pop(m.note)
             got.append((m.note, round(s, 3), round(t_abs, 3), v))
     assert sorted(got) == sorted((n.pitch, n.start_s, n.end_s, n.velocity) for n in notes)
-    cc = [m.value for m in mid.tracks[1] if m.type == "control_change" and m.control == 64]
+    cc = [m.value for m in mid.tracks[0] if m.type == "control_change" and m.control == 64]
     assert cc == [127, 0]
 
 
@@ -110,13 +109,18 @@ def test_json_csv_png_writers(tmp_path):
     assert rows[0] == "start_s,end_s,pitch,velocity,confidence" and rows[2].startswith("1.0000,3.0000,108,127")
     png = t.save(tmp_path / "roll.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    w, h = struct.unpack(">II", png[16:24])
-    assert w == 150 and h == 88 * 4 + 8
-    idat = png[png.index(b"IDAT") + 4:png.index(b"IEND") - 8]
-    raw = zlib.decompress(idat)
-    assert len(raw) == h * (1 + 3 * w)
-    img = np.frombuffer(raw, np.uint8).reshape(h, 1 + 3 * w)[:, 1:].reshape(h, w, 3)
-    assert img[0, 60:100].min() < 100  # the top key (108) drawn from 1 s to 3 s
+    # the piano roll's layout changed (issue 17: axes, note names, legend); the note is still
+    # drawn where it sounds, in its velocity's colour
+    from PIL import Image
+
+    from dawsep.pianoroll import PianoRoll, velocity_colour
+
+    roll = PianoRoll(t.notes, t.pedal, t.duration_s)
+    img = np.asarray(Image.open(tmp_path / "roll.png").convert("RGB"))
+    assert img.shape == (roll.height, roll.width, 3)
+    y = roll.y(108) + roll.row_h // 2
+    assert tuple(img[y, roll.x(2.0)]) == velocity_colour(127)  # the top key (108) drawn from 1 s to 3 s
+    assert tuple(img[y, roll.x(0.5)]) != velocity_colour(127)
     assert piano_roll_png([], [], 0.0)[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(Exception, match="unknown transcription format"):
         t.save(tmp_path / "n.txt")
