@@ -5,7 +5,7 @@ Models are run as users run them: the ONNX file through :class:`dawsep.separate.
 mixtures (kinds ``gen`` and ``m21``: every stem rendered), whose soundfonts (MuseScore General)
 and music21 composers never appear in training or validation.
 
-Metric (DESIGN.md conventions): per stem and song, 10·log10(|s|²/|s − ŝ|²) on 1 s chunks,
+Metric (docs/separation.md conventions): per stem and song, 10·log10(|s|²/|s − ŝ|²) on 1 s chunks,
 median over chunks whose reference is not silent, then median over songs
 (:mod:`dawsep.metrics`). It is the energy-ratio SDR of the MDX
 challenges, chunked as museval does, without BSSEval's 512-tap distortion filter (which would
@@ -13,6 +13,8 @@ forgive linear filtering and cost minutes per song on 2 cores); beside it the sa
 the mixture-as-estimate (floor) and the IRM oracle (masking upper bound) on the same audio.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import os
 import time
@@ -190,12 +192,11 @@ def f1_of(counts) -> float:
 
 def evaluate_transcriber(model_path: str, songs, separator=None, threads: int = 2, options=None) -> dict:
     """F1 per score for the clean stem and the mixture (and the separated stem with ``separator``),
-    decoded with ``options`` (default: :class:`DecodeOptions` with key-release note ends, since the
-    reference note-offs are key releases)."""
+    decoded with ``options`` (default: ``DecodeOptions()``, what users get; ``dawsep/defaults.py``)."""
     from dawsep.transcribe import DecodeOptions, Transcriber
 
     tr = Transcriber(model_path, threads=threads)
-    opts = options or DecodeOptions(note_ends="key")
+    opts = options or DecodeOptions()
     conds = {"clean": lambda s: s[1], "mix": lambda s: s[2]}
     if separator is not None:
         k = separator.stems.index("piano")
@@ -234,8 +235,8 @@ def tune_thresholds(model_path: str, root: str, limit: int = 16, seconds: float 
     def score(onset, offset, which):
         c = np.zeros(3)
         for s, post in posts:
-            notes, _ = decode(post, tr.hop_s, DecodeOptions(onset_threshold=onset, offset_threshold=offset,
-                                                            note_ends="key"), tr.min_pitch)
+            notes, _ = decode(post, tr.hop_s, dataclasses.replace(DecodeOptions(), onset_threshold=onset,
+                                                                  offset_threshold=offset), tr.min_pitch)
             est = notes_array(notes)
             c += transcription_counts(s[3], est, s[1].shape[1] / 44100)[which]
         return round(f1_of(c), 4)

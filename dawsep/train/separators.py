@@ -290,8 +290,9 @@ class OpenUnmix(MaskSeparator):
     """Open-Unmix (Stöter et al. 2019) on this front end: per-frame magnitude spectrogram of both
     channels -> learned per-bin input scaling -> ``fc1`` compression of the frequency axis to
     ``hidden`` units (BN, tanh) -> three LSTM layers over time (bidirectional, ``hidden/2`` per
-    direction; or unidirectional with ``hidden`` units, the causal variant a streaming host can
-    run with short chunks) -> skip-concatenation -> ``fc2`` (BN, ReLU) -> ``fc3`` back to every
+    direction; or unidirectional with ``hidden`` units, a causal network: the runtime still runs it
+    chunk by chunk without carrying LSTM state, so it declares the same latency as the
+    bidirectional one) -> skip-concatenation -> ``fc2`` (BN, ReLU) -> ``fc3`` back to every
     bin, per stem and channel -> mask.
 
     One shared model for all stems (Open-Unmix trains one per target; the shared trunk with a
