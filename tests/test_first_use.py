@@ -18,16 +18,9 @@ from click.testing import CliRunner
 
 from dawsep import errors
 from dawsep.cli import main
+from tests.test_hostile import tone
 
 SR = 44100
-
-
-def tone(seconds: float, sr: int = SR, channels: int = 2, freq: float = 440.0, seed: int = 0) -> np.ndarray:
-    """(samples, channels): a tone plus a little noise."""
-    t = np.arange(int(seconds * sr)) / sr
-    rng = np.random.default_rng(seed)
-    x = 0.3 * np.sin(2 * np.pi * freq * t)[:, None] + 0.01 * rng.standard_normal((t.size, channels))
-    return x.astype(np.float32)
 
 
 def files_under(out: Path) -> list[str]:

@@ -23,18 +23,10 @@ from dawsep.train.separators import build  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_separators import ToyStems, cfg as sep_cfg, randomize, tiny, toy_valid  # noqa: E402
-from test_transcriber import TINY, SineNotes  # noqa: E402
+from test_transcriber import TINY, SineNotes, _one_thread  # noqa: E402,F401  (autouse: one torch thread)
 
 MODELS = str(runtime.MODELS_DIR)
 SHIPPED_SEPARATORS = sorted(f for f in os.listdir(MODELS) if f.startswith("separator-") and f.endswith(".onnx"))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _session(path):

@@ -16,24 +16,9 @@ pytest.importorskip("soundfile")
 
 from dawsep.train.data import heldout, sampler as S, soundfonts, timidity as T  # noqa: E402
 from dawsep.train.data.score import SAMPLE_RATE as SR, Note, Part  # noqa: E402
+from tests.train.test_sampler import _f0_cents  # noqa: E402  (one pitch estimator for every renderer test)
 
 ONSET_TOL = int(0.005 * SR)
-
-
-def _f0_cents(y: np.ndarray, pitch: int, start_s: float) -> float:
-    """Deviation (cents) of the first partial from equal temperament: parabolic-interpolated peak
-    (log magnitude) of a 16x zero-padded Hann FFT of 60 periods (0.4-2.5 s) from ``start_s``,
-    searched within +-50 cents of the nominal frequency."""
-    f = 440.0 * 2 ** ((pitch - 69) / 12)
-    n = int(SR * min(2.5, max(0.4, 60 / f)))
-    a = int(start_s * SR)
-    seg = y[a:a + n] * np.hanning(n)
-    nfft = 1 << int(np.ceil(np.log2(n * 16)))
-    spec = np.abs(np.fft.rfft(seg, nfft))
-    lo, hi = int(f * 2 ** (-50 / 1200) * nfft / SR), int(np.ceil(f * 2 ** (50 / 1200) * nfft / SR))
-    k = lo + int(np.argmax(spec[lo:hi + 1]))
-    l, c, r = np.log(spec[k - 1:k + 2] + 1e-30)
-    return 1200 * np.log2((k + 0.5 * (l - r) / (l - 2 * c + r)) * SR / nfft / f)
 
 
 def _onset(y: np.ndarray, s0: int, rel_db: float = -30.0, after_s: float = 0.3) -> int:

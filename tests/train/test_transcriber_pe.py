@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from dawsep.train.transcriber import MIN_PITCH, N_KEYS, OUTPUTS  # noqa: E402
+from tests.train.test_transcriber import _one_thread  # noqa: E402,F401  (autouse: one torch thread)
 from dawsep.train.transcriber_pe import (  # noqa: E402
     PitchTranscriber,
     PitchTranscriberConfig,
@@ -15,15 +16,6 @@ from dawsep.train.transcriber_pe import (  # noqa: E402
 
 TINY = PitchTranscriberConfig(conv=4, key_channels=6, temporal=6, rnn_pedal=4, dilations=(1, 2),
                               frame_dilations=(1,), dropout=0.0)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: a second intra-op thread only adds barriers, which stall when the cores are busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _sine(pitch: float, seconds: float = 1.0, sr: int = 16000, amp: float = 0.3) -> torch.Tensor:
