@@ -1,11 +1,12 @@
-"""The Ray engine of the batch runner: the same songs, ledger and report as the local process
-pool, on a Ray cluster (``dawsep render|separate ... --engine ray``).
+"""The Ray executor of the batch engine (:class:`RayExecutor`): the same songs, ledger and report
+as the local process pool, on a Ray cluster (``dawsep render|separate ... --engine ray``).
 
 Design:
 
-- One Ray actor per worker slot (1 CPU each). It loads the job once (``_worker_init``: chains,
-  ONNX sessions) and then runs one song per call through the local engine's own ``_run_one``,
-  so outputs are byte-identical to ``--engine local``.
+- One Ray actor per worker slot (1 CPU each). It loads the job once
+  (:func:`dawsep.batch.worker.init_worker`: chains, ONNX sessions) and then runs one song per
+  call through :func:`dawsep.batch.worker.run_song`, as every executor does, so outputs are
+  byte-identical to ``--engine local``.
 - The driver keeps at most one song in flight per actor: a worker that dies (crash, kill, out
   of memory, node lost) is pinned to the one song it held. That song is reported failed, the
   actor is replaced, and the other songs go on.
@@ -16,8 +17,8 @@ Design:
   themselves, so inputs and outputs must be on a filesystem every node mounts at the same
   path. Each worker checks that when it starts, and the run is refused if one cannot see them.
 
-Ray is imported here only, and this module only when the Ray engine is asked for, so the CLI
-starts instantly and the runtime works without Ray installed.
+Ray is imported here only, and this module only when the Ray engine is asked for
+(:mod:`dawsep.engines`), so the CLI starts instantly and the runtime works without Ray installed.
 """
 from __future__ import annotations
 
@@ -27,9 +28,11 @@ import os
 import socket
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-from dawsep.batch import Job, Ledger, Song, SongResult, _run_one, _worker_init, progress_file
+from dawsep.batch.executors import Run
+from dawsep.batch.songs import Song
+from dawsep.batch.worker import Job, SongResult, init_worker, run_song
 from dawsep.progress import REPORT_EVERY_S
 from dawsep.errors import DawsepError, OutputPathError
 
@@ -98,7 +101,7 @@ class SongWorker:
             self.problem = ("readonly", shared[-1])
         else:
             try:
-                _worker_init(job, threads)
+                init_worker(job, threads)
             except DawsepError as exc:  # shipped whole (type, exit code, fields: dawsep.errors)
                 self.problem = ("error", exc)
             except Exception as exc:  # reported by ready(): the driver raises it with the node's name
@@ -108,8 +111,8 @@ class SongWorker:
         return self.where, self.problem
 
     def run(self, song: Song, out_dir: str, staging_root: str) -> SongResult:
-        """The local engine's own per-song step (the driver sends songs only once ready() was clean)."""
-        return _run_one(song, out_dir, staging_root)
+        """Every executor's per-song step (the driver sends songs only once ready() was clean)."""
+        return run_song(song, out_dir, staging_root)
 
 
 def _startup_error(where: str, problem: tuple[str, Any]) -> DawsepError:
@@ -138,14 +141,28 @@ def shared_paths(input_root: Path, staging_root: str) -> list[str]:
     return [str(input_root.expanduser().resolve()), staging_root]
 
 
-def run_ray(job: Job, todo: list[tuple[Song, str]], input_root: Path, out: Path, staging_root: Path,
-            workers: int | None, ledger: Ledger, finish: Callable[[SongResult, str], None],
-            address: str | None = None, progress=None) -> None:
-    """Run ``todo`` (song, fingerprint) on Ray; ``finish`` is called on the driver per result.
+class RayExecutor:
+    """Runs a batch's songs on Ray (an :class:`~dawsep.batch.executors.Executor`).
 
-    ``workers``: actors (1 CPU each); None: one per CPU of the cluster. Raises DawsepError when
-    a worker cannot start or see the shared paths (songs it did not finish stay to be redone).
+    ``workers``: actors (1 CPU each); None: one per CPU of the cluster. ``address``: the cluster
+    (see :func:`connected`). Creating one checks that Ray is installed; :meth:`run` raises
+    DawsepError when a worker cannot start or see the shared paths (songs it did not finish stay
+    to be redone).
     """
+
+    def __init__(self, workers: int | None = None, address: str | None = None):
+        import_ray()  # a missing Ray is reported before anything is touched
+        self.workers, self.address = workers, address
+
+    def run(self, run: Run) -> None:
+        if run.todo:  # nothing to run: no cluster to join
+            run_ray(run, self.workers, self.address)
+
+
+def run_ray(run: Run, workers: int | None, address: str | None = None) -> None:
+    """Run the songs of ``run`` on ``workers`` Ray actors (None: one per CPU of the cluster);
+    ``run.finished`` is called here, on the driver, per result."""
+    job, todo, progress = run.job, run.todo, run.progress
     with connected(address) as ray:
         n = workers or int(ray.cluster_resources().get("CPU", 1))
         n = max(1, min(n, len(todo)))
@@ -153,8 +170,8 @@ def run_ray(job: Job, todo: list[tuple[Song, str]], input_root: Path, out: Path,
         actor_cls = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(SongWorker)
         job_ref = ray.put(job)  # shipped once, not once per actor
         # absolute for the workers, whose working folder is not ours; symlinks kept, as mounted
-        out_dir, staging_dir = os.path.abspath(out), os.path.abspath(staging_root)
-        shared = shared_paths(input_root, staging_dir)
+        out_dir, staging_dir = os.path.abspath(run.out), os.path.abspath(run.staging_root)
+        shared = shared_paths(run.input_root, staging_dir)
         queue = deque(todo)
         starting: dict[Any, Any] = {}  # ready() ref -> actor
         inflight: dict[Any, tuple[Any, Song, str]] = {}  # run() ref -> (actor, song, fingerprint)
@@ -172,8 +189,7 @@ def run_ray(job: Job, todo: list[tuple[Song, str]], input_root: Path, out: Path,
                 # actors still starting matter only while songs wait for one
                 ready, _ = ray.wait(list(inflight) + (list(starting) if queue else []), num_returns=1,
                                     timeout=REPORT_EVERY_S)
-                if progress is not None:
-                    progress.poll_files()  # the workers write how far they are into staging (shared)
+                progress.poll_files()  # the workers write how far they are into staging (shared)
                 if not ready:
                     continue
                 [ref] = ready
@@ -200,13 +216,11 @@ def run_ray(job: Job, todo: list[tuple[Song, str]], input_root: Path, out: Path,
                     except ray.exceptions.RayError as exc:  # the call failed, the worker lives on
                         res = SongResult(song, False, error=f"Ray task failed: {_first_line(exc)}")
                         idle.append(actor)
-                    finish(res, fp)
+                    run.finished(res, fp)
                 while queue and idle:
                     actor = idle.pop()
                     song, fp = queue.popleft()
-                    ledger.set(job.task, song, fp, "running")
-                    if progress is not None:
-                        progress.start(song.rel, progress_file(staging_dir, job.task, song.rel))
+                    run.send(song, fp, staging_dir)
                     inflight[actor.run.remote(song, out_dir, staging_dir)] = (actor, song, fp)
         finally:
             for actor in [*idle, *starting.values(), *(a for a, _, _ in inflight.values())]:

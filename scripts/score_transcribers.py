@@ -35,7 +35,7 @@ def main() -> None:
             t0 = time.time()
             path = os.path.join("dawsep", "models", "transcriber.onnx") if m == "shipped" else m
             if path.endswith(".pt"):
-                from export.transcriber import export_checkpoint
+                from dawsep.train.export.transcriber import export_checkpoint
 
                 onnx_path = os.path.join(tmp, f"{abs(hash(m))}.onnx")
                 export_checkpoint(path, onnx_path, rtf_seconds=None)

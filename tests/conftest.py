@@ -20,7 +20,7 @@ def tiny_separator(tmp_path_factory) -> str:
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
     from dawsep.train.separators import UNetMask
-    from export.separator import export_model
+    from dawsep.train.export.separator import export_model
 
     torch.manual_seed(0)
     model = UNetMask(channels=(4, 8), n_fft=256, hop=128, n_bins=64, mask="softmax")
@@ -44,7 +44,7 @@ def tiny_transcriber(tmp_path_factory) -> str:
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
     from dawsep.train.transcriber import PianoTranscriber, TranscriberConfig
-    from export.transcriber import export
+    from dawsep.train.export.transcriber import export
 
     torch.manual_seed(0)
     cfg = TranscriberConfig(n_fft=1024, n_mels=32, conv1=4, conv2=4, d_model=16, rnn=8, rnn_aux=8)

@@ -104,7 +104,7 @@ def test_a_preset_names_the_bad_key_from_the_error_field_not_its_text(monkeypatc
 def test_a_mono_only_plugin_is_found_by_trying_mono_not_by_its_message():
     """A plugin that refuses two channels is run per channel when it takes one, whatever its
     error says (the check once looked for the word "channel" in the message)."""
-    from dawsep.chain import _is_mono_only
+    from dawsep.stages import is_mono_only as _is_mono_only
 
     class Plugin:
         def __init__(self, mono: bool, message: str):
@@ -194,7 +194,7 @@ def vocals_separator(tmp_path_factory) -> str:
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
     from dawsep.train.separators import UNetMask
-    from export.separator import export_model
+    from dawsep.train.export.separator import export_model
 
     torch.manual_seed(0)
     model = UNetMask(channels=(4, 8), n_fft=256, hop=128, n_bins=64, mask="softmax", n_stems=2)

@@ -237,6 +237,7 @@ def test_workers_die_with_a_killed_driver_and_write_nothing_after(tmp_path, tiny
 
 
 def test_a_worker_whose_driver_is_gone_writes_nothing(tmp_path, gain, monkeypatch):
+    from dawsep.batch import worker as batch  # the worker's process state and per-song step
     src = tmp_path / "a.wav"
     sf.write(src, tone(0.1), SR)
     out, staging = tmp_path / "out", tmp_path / "out" / ".dawsep" / "staging"
@@ -323,6 +324,7 @@ def test_full_disk_as_libsndfile_reports_it(tmp_path, monkeypatch):
 
 
 def test_full_disk_in_the_ledger_is_one_clear_error(tmp_path, gain, monkeypatch):
+    from dawsep.batch import ledger as batch  # the module that opens the ledger's database
     src = tmp_path / "in"
     src.mkdir()
     sf.write(src / "a.wav", tone(0.1), SR)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import importlib
 import os
-import sys
 
 import click
 
@@ -27,12 +26,6 @@ def errors(fn):
 
 
 def export_module(name: str):
-    """``export.<name>``: ``export/`` sits beside the ``dawsep`` package in the repository and is
-    not installed, so a console script (whose sys.path lacks the repository root) gets it added."""
-    try:
-        return importlib.import_module(f"export.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("export", f"export.{name}"):
-            raise
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-        return importlib.import_module(f"export.{name}")
+    """``dawsep.train.export.<name>``, imported on first use (it needs onnx, which the CLI's other
+    commands do not)."""
+    return importlib.import_module(f"dawsep.train.export.{name}")

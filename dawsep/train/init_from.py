@@ -1,6 +1,6 @@
 """Warm-start a torch model from a shipped ONNX file (or a ``.pt`` checkpoint): ``--init-from``.
 
-The exporters (``export/``) trace the same modules this package trains, with the legacy exporter
+The exporters (``dawsep/train/export/``) trace the same modules this package trains, with the legacy exporter
 at opset 17, so an ONNX graph holds every trained tensor, under one of these forms (all seen in
 the shipped ``dawsep/models/*.onnx``):
 

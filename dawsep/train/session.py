@@ -9,7 +9,7 @@ checkout (and so ``dawsep/models/``) is sure to survive. A session therefore
 3. trains with that recipe in ``RUNS/<file stem>``: resuming ``last.pt`` if a previous session's
    run is still there, else warm-starting from the shipped ONNX (``init_from``), until
    ``minutes`` (counted from the session's start) are spent, checkpoint saved;
-4. ships ``best.pt`` (the existing ``ship`` of ``export/``: ONNX, test-split scores, provenance
+4. ships ``best.pt`` (the existing ``ship`` of ``dawsep/train/export/``: ONNX, test-split scores, provenance
    JSON, registry) when it beats the starting weights on validation (a warm start validates
    them at step 0) and was not shipped before (``RUNS/<stem>/shipped.json``).
 """

@@ -4,7 +4,7 @@
 [0, 1]: ``onset``, ``frame``, ``offset``, ``velocity`` ``(B, F, 88)`` and ``pedal`` ``(B, F, 1)``,
 with ``F = T // hop`` (``T >= hop``); frame ``f`` covers samples ``[f*hop, (f+1)*hop)``, exactly
 as ``TranscriptionDataset.frame_labels`` labels them. The forward is pure (no randomness in eval,
-no state), with dynamic batch and length, so it exports to ONNX as is (``export/transcriber.py``).
+no state), with dynamic batch and length, so it exports to ONNX as is (``dawsep/train/export/transcriber.py``).
 
 Choices, and why:
 

@@ -14,7 +14,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # export/
 
 from dawsep import runtime  # noqa: E402
 from dawsep.train import init_from  # noqa: E402
@@ -87,7 +86,7 @@ def test_default_model_loads_for_training_with_its_documented_config():
 
 # ------------------------------------------------------------------ tiny round trips
 def _export_separator(model, path):
-    from export.separator import export_model
+    from dawsep.train.export.separator import export_model
 
     export_model(model.eval(), str(path), segment_seconds=0.25, bench=False)
     return str(path)
@@ -118,7 +117,7 @@ def _folded_convs(model, loaded):
 
 def test_tiny_transcriber_round_trip(tmp_path):
     from dawsep.train.transcriber import PianoTranscriber
-    from export.transcriber import export
+    from dawsep.train.export.transcriber import export
 
     torch.manual_seed(0)
     src = PianoTranscriber(TINY)
@@ -249,7 +248,7 @@ def test_separator_minutes_budget_stops_cleanly(tmp_path):
 def test_transcriber_training_starts_from_the_file_and_respects_minutes(tmp_path):
     from dawsep.train.train_transcriber import TrainConfig, evaluate, load_checkpoint, train, valid_indices
     from dawsep.train.transcriber import PianoTranscriber
-    from export.transcriber import export
+    from dawsep.train.export.transcriber import export
 
     torch.manual_seed(0)
     src = PianoTranscriber(TINY)
@@ -301,7 +300,7 @@ def _band_song(root, split, name, seed, samples=2 * 44_100):
 
 
 def test_session_warm_starts_trains_and_ships_then_resumes(tmp_path):
-    from export.separator import export_model
+    from dawsep.train.export.separator import export_model
     from dawsep.train import session
     from dawsep.train.train_separator import load_checkpoint
 

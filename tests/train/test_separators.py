@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 import warnings
 
 import numpy as np
@@ -14,13 +13,12 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # export/
 
 from dawsep.train.separators import OpenUnmix, TFCTDFUNet, UNetMask, build  # noqa: E402
 from dawsep.train.waveform import ConvTasNet, Demucs  # noqa: E402
 from dawsep.train.stft import ISTFT, STFT  # noqa: E402
 from dawsep.train.train_separator import TrainConfig, load_checkpoint, sdr_song, train  # noqa: E402
-from export.separator import export_model, ort_session  # noqa: E402
+from dawsep.train.export.separator import export_model, ort_session  # noqa: E402
 
 SPEC = dict(n_fft=256, hop=128, n_bins=64)
 

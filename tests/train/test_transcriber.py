@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +10,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # export/
 
 from dawsep.train.train_transcriber import (  # noqa: E402
     TrainConfig, decode_notes, load_checkpoint, losses, note_counts, train,
@@ -168,7 +166,7 @@ def test_resume_gives_identical_continuation(tmp_path):
 
 def test_onnx_export_parity_and_metadata(tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    from export.transcriber import export, read_metadata
+    from dawsep.train.export.transcriber import export, read_metadata
 
     m = tiny_model()
     # Non-trivial BatchNorm statistics, so eval-mode folding is exercised.

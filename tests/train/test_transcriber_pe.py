@@ -96,12 +96,9 @@ def test_trains_resumes_and_exports_through_the_shared_tools(tmp_path):
     """The training loop (config chosen by ``arch``), resume and the ONNX exporter take the pitch
     model like the first architecture: parity <= 1e-4, dynamic batch and length, runtime loads it."""
     import json
-    import os
-    import sys
 
     ort = pytest.importorskip("onnxruntime")
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    from export.transcriber import export_checkpoint, read_metadata
+    from dawsep.train.export.transcriber import export_checkpoint, read_metadata
     from tests.train.test_transcriber import SineNotes
 
     from dawsep.train.train_transcriber import TrainConfig, load_checkpoint, train

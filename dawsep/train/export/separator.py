@@ -197,7 +197,7 @@ def ship(run_dir: str, models_dir: str, name: str, file_name: str, data_root: st
     prov_path = os.path.join(models_dir, file_name.rsplit(".", 1)[0] + ".json")
     with open(prov_path, "w") as fh:
         json.dump(provenance, fh, indent=1)
-    from export import register
+    from dawsep.train.export import register
 
     register(models_dir, "separator", name, {"file": file_name, "sha256": sha, "description": description,
                                              "provenance": os.path.basename(prov_path)})

@@ -195,7 +195,7 @@ def ship(run_dir: str, models_dir: str, name: str, file_name: str, data_root: st
     from dawsep import runtime
     from dawsep.separate import Separator
     from dawsep.train.evaluate import evaluate_transcriber, transcription_songs
-    from export import register
+    from dawsep.train.export import register
 
     out = os.path.join(models_dir, file_name)
     props = export_checkpoint(os.path.join(run_dir, "best.pt"), out, threads=threads)
