@@ -2,8 +2,10 @@
 
 Everything the runtime knows about a model comes from the ``.onnx`` file's ``metadata_props``
 (``dawsep.kind``, ``dawsep.sample_rate``, ``dawsep.stems``, …, see docs/plugin-contract.md):
-nothing is hard-coded twice. Packaged models are listed in ``dawsep/models/registry.json`` with their
-sha256, checked once per process so a truncated or swapped file fails loudly.
+nothing is hard-coded twice. ``dawsep.stem_input`` (optional) names a separator's input that
+selects the stems to compute (:attr:`ModelInfo.stem_input`). Packaged models are listed in
+``dawsep/models/registry.json`` with their sha256, checked once per process so a truncated or
+swapped file fails loudly.
 """
 from __future__ import annotations
 
@@ -35,6 +37,9 @@ class ModelInfo:
     metrics: dict = field(default_factory=dict)
     train_data: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # other dawsep.* keys, e.g. hop_samples
+    # separator: the name of the graph's optional int64 [n_out] input choosing which stems to
+    # compute (indices into ``stems``; conditioned models), or "" when the graph computes all
+    stem_input: str = ""
     name: str = ""  # registry name, or the file name for user paths
     sha256: str = ""
 
@@ -146,13 +151,20 @@ def _info_from_session(sess, path: str, name: str, sha256: str) -> ModelInfo:
         sample_rate, segment = int(get("sample_rate")), int(get("segment_samples"))
     except ValueError:
         raise ModelError(f"{path}: dawsep.sample_rate / dawsep.segment_samples are not integers") from None
-    known = {"kind", "sample_rate", "segment_samples", "stems", "version", "architecture", "metrics", "train_data"}
+    known = {"kind", "sample_rate", "segment_samples", "stems", "version", "architecture", "metrics", "train_data",
+             "stem_input"}
     extra = {k[len("dawsep."):]: v for k, v in meta.items() if k.startswith("dawsep.") and k[7:] not in known}
+    stem_input = get("stem_input", False) or ""
+    if stem_input:
+        inputs = {i.name for i in sess.get_inputs()} | {i.name for i in sess.get_overridable_initializers()}
+        if stem_input not in inputs:
+            raise ModelError(f"{path}: metadata 'dawsep.stem_input' names {stem_input!r}, which is not an input "
+                             f"of the graph (inputs: {', '.join(sorted(inputs))})")
     return ModelInfo(path=path, kind=get("kind"), sample_rate=sample_rate, segment_samples=segment,
                      stems=tuple(as_json("stems", [])), version=get("version", False) or "",
                      architecture=as_json("architecture", {}), metrics=as_json("metrics", {}),
                      train_data=as_json("train_data", {}), extra=extra, name=name or Path(path).name,
-                     sha256=sha256)
+                     sha256=sha256, stem_input=stem_input)
 
 
 _THREADS: int | None = None

@@ -7,10 +7,15 @@
 the engine fed the whole signal plus a flush, and :meth:`Separator.stream` hands out the same
 engine for block-by-block use. :class:`SeparatorStep` puts one stem of it into a
 :class:`~dawsep.chain.Chain` (a preset's ``[separate]`` section, or ``model = "separate"``).
+
+A host that needs only some stems says so (``Separator(..., stems=("piano",))``): the separator
+then returns those stems only, and on a model that can compute stems one at a time (metadata
+``dawsep.stem_input``, the conditioned models) it runs the network for those stems only.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -34,11 +39,17 @@ class Separator:
     :mod:`dawsep.phase`): ``"mixture"`` (the model's output), ``"griffin-lim"`` or ``"wiener"``;
     ``phase_iterations``: Griffin-Lim or Wiener EM iterations (default: the method's).
     A bad value raises ValueError naming the allowed ones.
+    ``stems``: the stems to return, in this order (default: all the model's, in its order); a
+    stem the model lacks raises :class:`~dawsep.errors.UnknownStemError`. With a model whose
+    metadata names a ``dawsep.stem_input`` and ``phase="mixture"``, only these stems are
+    computed (one network pass per stem instead of all); otherwise every stem is computed and
+    these are kept (the phase post-processing needs all stems).
     """
 
     def __init__(self, model: str | os.PathLike = "default", *, segment_seconds: float | None = None,
                  overlap: float = DEFAULT_OVERLAP, threads: int | None = None, batch_size: int = 1,
-                 phase: str = "mixture", phase_iterations: int | None = None):
+                 phase: str = "mixture", phase_iterations: int | None = None,
+                 stems: Sequence[str] | None = None):
         self.phase, self.phase_iterations = phase_options.check(phase, phase_iterations)
         self._refine = phase_options.refiner(self.phase, self.phase_iterations)
         self.model = runtime.load(model, "separator", threads)
@@ -49,6 +60,26 @@ class Separator:
             raise ValueError(f"overlap must be a fraction in [0, 1), got {overlap}")
         self.info = info
         self.stems: tuple[str, ...] = info.stems
+        # rows of the model's stems to keep (None: all); fed to the graph, or taken from its output
+        self._feeds: dict[str, np.ndarray] = {}
+        self._rows: list[int] | None = None
+        if stems is not None:
+            if isinstance(stems, str):
+                stems = (stems,)
+            wanted = tuple(dict.fromkeys(stems))
+            if not wanted:
+                raise ValueError("stems: ask for at least one stem (None: all)")
+            for stem in wanted:
+                if stem not in info.stems:
+                    raise UnknownStemError(info.name, stem, info.stems)
+            rows = [info.stems.index(stem) for stem in wanted]
+            self.stems = wanted
+            if rows == list(range(len(info.stems))):
+                pass  # every stem in the model's order: the plain graph
+            elif info.stem_input and self._refine is None:
+                self._feeds = {info.stem_input: np.array(rows, np.int64)}
+            else:
+                self._rows = rows
         self.sample_rate: int = info.sample_rate
         self.segment = int(round(segment_seconds * info.sample_rate)) if segment_seconds else info.segment_samples
         if self.segment < 1024:
@@ -61,14 +92,20 @@ class Separator:
                 f"segment={self.segment}, overlap={self.overlap}, phase={self.phase!r}, "
                 f"phase_iterations={self.phase_iterations})")
 
+    @property
+    def computes_selected_only(self) -> bool:
+        """True when the network runs for :attr:`stems` only (a stem-input model asked for some
+        of its stems), False when it computes every stem of the model."""
+        return bool(self._feeds)
+
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        """``(batch, 2, segment)`` -> ``(batch, n_stems, 2, segment)``: the model, then the phase
+        """``(batch, 2, segment)`` -> ``(batch, len(stems), 2, segment)``: the model, then the phase
         post-processing of each chunk (here, before the overlap-add, so the offline and the
         streaming paths share it and memory stays bounded by a chunk)."""
-        y = self.model.run(["stems"], {"mix": batch})[0]
-        if self._refine is None:
-            return y
-        return np.stack([self._refine(batch[b], y[b]) for b in range(batch.shape[0])])
+        y = self.model.run(["stems"], {"mix": batch, **self._feeds})[0]
+        if self._refine is not None:
+            y = np.stack([self._refine(batch[b], y[b]) for b in range(batch.shape[0])])
+        return y if self._rows is None else y[:, self._rows]
 
     def stream(self) -> OverlapAdd:
         """A fresh chunking engine over this model: ``push((2, n)) -> (n_stems, 2, m)``, ``flush()``."""
@@ -76,6 +113,7 @@ class Separator:
                           batch_size=self.batch_size)
 
     def stem_index(self, stem: str) -> int:
+        """Row of ``stem`` in this separator's output (:attr:`stems` order)."""
         if stem not in self.stems:
             raise UnknownStemError(self.info.name, stem, self.stems)
         return self.stems.index(stem)
@@ -138,8 +176,9 @@ class SeparatorStep:
     def __init__(self, stem: str, model: str = "default", overlap: float = DEFAULT_OVERLAP,
                  segment_seconds: float | None = None, separator: Separator | None = None,
                  phase: str = "mixture", phase_iterations: int | None = None):
+        # its own separator computes this stem only (one pass on a stem-input model)
         self.separator = separator or Separator(model, overlap=overlap, segment_seconds=segment_seconds,
-                                                phase=phase, phase_iterations=phase_iterations)
+                                                phase=phase, phase_iterations=phase_iterations, stems=(stem,))
         self.index = self.separator.stem_index(stem)
         self.info = self.separator.info
         self.stem = stem

@@ -119,7 +119,8 @@ class SeparateJob:
 
         self._resolve_separator()  # a bad model named by a preset: the preset's file and key
         self._sep = Separator(self.model, overlap=self.overlap, segment_seconds=self.segment_seconds,
-                              threads=threads, phase=self.phase, phase_iterations=self.phase_iterations)
+                              threads=threads, phase=self.phase, phase_iterations=self.phase_iterations,
+                              stems=self._needed_stems())
         self.plan()  # unknown stems fail here, before any song
         if self.preset is not None and self.preset.chain:
             self._chain = replace(self.preset, separate=None).build_chain()  # errors name the preset's keys
@@ -129,6 +130,17 @@ class SeparateJob:
 
             self._resolve_transcriber()
             self._trans = Transcriber(self.preset.transcribe.model, threads=threads)
+
+    def _needed_stems(self) -> tuple[str, ...] | None:
+        """The stems this job writes (None: all): a model that takes the stem as an input
+        (``dawsep.stem_input``) then computes only these."""
+        if self.two_stems:
+            return (self.two_stems,)
+        chained = self.preset.stem if self.preset is not None else None
+        wanted = list(self.stems) if self.stems else ([chained] if chained else None)
+        if wanted and chained and chained not in wanted:
+            wanted.insert(0, chained)
+        return tuple(wanted) if wanted else None
 
     def plan(self) -> list[tuple[str, int | None, bool]]:
         """``(output name, stem index or None for "no_<stem>", through the preset chain)``."""

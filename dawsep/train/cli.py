@@ -141,9 +141,11 @@ def separator() -> None:
 @click.option("--model", "model_json", default="{}", help='Architecture overrides as JSON, e.g. \'{"layers": 3}\'.')
 @click.option("--loss", type=click.Choice(["l1", "mse_mag", "mse_mag_spec"]), default="l1", show_default=True,
               help="l1: waveform + complex spectrogram L1; mse_mag: magnitude-spectrogram MSE of the output; "
-                   "mse_mag_spec: the same on the masked mixture magnitudes, no iSTFT (Open-Unmix; softmax masks).")
+                   "mse_mag_spec: the same on the masked mixture magnitudes, no iSTFT (Open-Unmix; softmax or sigmoid masks).")
 @click.option("--spec-weight", type=float, default=1.0, show_default=True,
               help="Weight of the spectrogram term of the l1 loss (0: waveform L1 only).")
+@click.option("--stems-per-item", type=int, default=1, show_default=True,
+              help="Conditioned models (lasaft): stems trained per item and step (0: all).")
 @click.option("--workers", type=int, default=1, show_default=True, help="DataLoader worker processes.")
 @click.option("--threads", type=int, default=2, show_default=True, help="torch intra-op threads.")
 @click.option("--init-from", "init_from", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -154,8 +156,8 @@ def separator() -> None:
               help="Read stems from the int16 cache under DATA/.cache-int16 (built on first use), else decode FLAC.")
 @_errors
 def separator_train(arch, data, out, steps, batch_size, segment_seconds, lr, seed, valid_every, valid_songs,
-                    valid_seconds, ckpt_minutes, kinds, model_json, loss, spec_weight, workers, threads, init_from,
-                    minutes, cache) -> None:
+                    valid_seconds, ckpt_minutes, kinds, model_json, loss, spec_weight, stems_per_item, workers, threads,
+                    init_from, minutes, cache) -> None:
     """Train (or resume from OUT/last.pt) a separator on the corpus."""
     # The 2 cores are shared: spinning OpenMP workers stall 3-4x when another process holds a
     # core (measured); passive waiting must be set before torch loads its OpenMP runtime.
@@ -166,7 +168,8 @@ def separator_train(arch, data, out, steps, batch_size, segment_seconds, lr, see
                       batch_size=batch_size, segment_seconds=segment_seconds, lr=lr, seed=seed,
                       kinds=tuple(k for k in kinds.split(",") if k), valid_every=valid_every,
                       valid_songs=valid_songs, valid_seconds=valid_seconds, ckpt_minutes=ckpt_minutes,
-                      loss=loss, spec_weight=spec_weight, workers=workers, threads=threads, init_from=init_from,
+                      loss=loss, spec_weight=spec_weight, stems_per_item=stems_per_item, workers=workers, threads=threads,
+                      init_from=init_from,
                       cache=cache)
     res = train(cfg, log=lambda m: click.echo(m, err=True), minutes=minutes)
     click.echo(json.dumps(res))

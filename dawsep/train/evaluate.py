@@ -42,10 +42,23 @@ def test_songs(root: str, limit: int | None = None, seconds: float | None = None
     return out
 
 
+def irm_oracle(stems: np.ndarray, n_fft: int, hop: int, n_bins: int) -> np.ndarray:
+    """Ideal ratio mask (power, mixture phase) from the true stems, with the model's STFT and
+    cut-off: the upper bound of a real-valued mask. ``stems [S, 2, T]`` -> ``[S, 2, T]``."""
+    import torch
+
+    from dawsep.train.stft import ISTFT, STFT
+
+    x = torch.from_numpy(np.ascontiguousarray(stems, np.float32))
+    S = STFT(n_fft, hop, n_bins, use_fft=True)(x)  # [S, 2, 2, F, N]
+    p = S.pow(2).sum(2, keepdim=True)
+    mask = p / (p.sum(0, keepdim=True) + 1e-12)
+    X = S.sum(0, keepdim=True)
+    return ISTFT(n_fft, hop, n_bins, use_fft=True)(mask * X, x.shape[-1]).numpy()
+
+
 def baselines(songs, n_fft: int = 2048, hop: int = 1024, n_bins: int = 768) -> dict:
     """Mixture-as-estimate, ``mix / 5`` and the IRM oracle (with the model's STFT and cut-off)."""
-    from dawsep.train.train_separator import irm_oracle
-
     mix_rows, uni_rows, irm_rows = [], [], []
     for _, stems in songs:
         mix = stems.sum(0)

@@ -14,6 +14,9 @@ Both architectures share one front/back end (:class:`MaskSeparator`):
    and frame (Spleeter/Open-Unmix style: bounded, summing to 1, mixture phase). It cannot beat
    the IRM but learns much faster from scratch, which matters on a CPU budget (measured: see
    ``docs/BENCHMARKS.md``).
+   ``mask="sigmoid"``: real masks in [0, 1] per stem, each independent of the others (mixture
+   phase; the stems need not sum to the mix). The conditioned model (:mod:`dawsep.train.lasaft`)
+   uses it: a stem computed alone must equal the same stem computed with the others.
 5. ``full_band=True`` (set when exporting a trained model) keeps the bins above the cut-off
    instead of zeroing them: each stem gets the mask of the highest modelled bin there, so
    cymbals keep their air and, with masks summing to one, the stems sum to the whole mixture.
@@ -30,6 +33,8 @@ linear layers act on the last axis.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -38,7 +43,7 @@ from dawsep.train.data.score import SAMPLE_RATE, STEMS
 from dawsep.train.stft import ISTFT, STFT
 from dawsep.train.waveform import ConvTasNet, Demucs
 
-MASK_PARTS = {"complex": 4, "softmax": 2}  # per stem: (left, right) x (real, imag) | (left, right)
+MASK_PARTS = {"complex": 4, "softmax": 2, "sigmoid": 2}  # per stem: (left, right) x (real, imag) | (left, right)
 
 
 class MaskSeparator(nn.Module):
@@ -80,15 +85,18 @@ class MaskSeparator(nn.Module):
         frames = max(m, (samples // self.hop + 2) // m * m)
         return (frames - 2) * self.hop if frames > 2 else 1
 
-    def _head_init(self, head: nn.Conv2d) -> None:
-        # Start from "every stem = mix / n_stems": a sane, mixture-consistent first guess.
+    def _head_init(self, head: nn.Conv2d, n_out: int | None = None) -> None:
+        """Start from "every stem = mix / n_stems": a sane, mixture-consistent first guess.
+        ``n_out``: stems the head predicts at once (default all; 1 for a conditioned head)."""
         # Output channels are laid out (stem, left/right[, real/imag][, fold]); softmax logits
         # of zero are already uniform.
         nn.init.normal_(head.weight, std=1e-3)
         with torch.no_grad():
             head.bias.zero_()
             if self.mask == "complex":
-                head.bias.view(self.n_stems, 2, 2, -1)[:, :, 0] = 1.0 / self.n_stems
+                head.bias.view(n_out or self.n_stems, 2, 2, -1)[:, :, 0] = 1.0 / self.n_stems
+            elif self.mask == "sigmoid":
+                head.bias.fill_(-math.log(self.n_stems - 1.0) if self.n_stems > 1 else 0.0)  # sigmoid = 1/S
 
     def _extend(self, m: torch.Tensor) -> torch.Tensor:
         """Masks ``[..., n_bins, N]`` -> ``[..., all bins, N]``, the top bin's mask repeated above."""
@@ -98,9 +106,10 @@ class MaskSeparator(nn.Module):
         above = top.expand(*top.shape[:-2], self.n_fft // 2 + 1 - self.n_bins, top.shape[-1])
         return torch.cat([m, above], dim=-2)
 
-    def _masks(self, mix: torch.Tensor):
-        """``mix [B, 2, T]`` -> (trunk output ``[B, S*parts, N, F]``, STFT ``X_out``, its first ``n_bins``)."""
-        X_out = self.stft(mix)  # [B, 2, 2, F(+above the cut-off), N]
+    def _features(self, mix: torch.Tensor):
+        """``mix [B, 2, T]`` -> (trunk input ``[B, 4, N', F]`` with ``N'`` padded to a multiple of
+        ``frame_multiple``, STFT ``X_out [B, 2, 2, F(+above the cut-off), N]``, its first ``n_bins``)."""
+        X_out = self.stft(mix)
         X = X_out[..., :self.n_bins, :]
         n_frames = X.shape[-1]
         rms = mix.pow(2).mean(dim=(1, 2)).add(1e-10).sqrt().view(-1, 1, 1, 1, 1)
@@ -108,35 +117,53 @@ class MaskSeparator(nn.Module):
         Xn = Xn * (Xn.pow(2).sum(2, keepdim=True) + 1e-8).pow((self.compress - 1) / 2)
         h = Xn.reshape(X.shape[0], 4, self.n_bins, n_frames).transpose(2, 3)  # [B, 4, N, F]
         pad = (-n_frames) % self.frame_multiple
-        h = F.pad(h, (0, 0, 0, pad))
-        return self.trunk(h)[:, :, :n_frames], X_out, X
+        return F.pad(h, (0, 0, 0, pad)), X_out, X
 
-    def masked_magnitudes(self, mix: torch.Tensor) -> torch.Tensor:
+    def _masks(self, mix: torch.Tensor, *condition):
+        """``mix [B, 2, T]`` -> (trunk output ``[B, K*parts, N, F]``, STFT ``X_out``, its first
+        ``n_bins``); ``K`` is ``n_stems``, or what ``condition`` asks a conditioned trunk for."""
+        h, X_out, X = self._features(mix)
+        return self.trunk(h, *condition)[:, :, :X.shape[-1]], X_out, X
+
+    def masked_magnitudes(self, mix: torch.Tensor, *condition) -> torch.Tensor:
         """Training shortcut, Open-Unmix's recipe: the stems' magnitude spectrograms as the masks
-        times the mixture magnitude, ``[B, S, 2, n_bins, N]``, with no iSTFT (softmax masks only).
-        Equals ``|STFT(forward(mix))|`` up to the STFT's consistency; about half the cost per step."""
-        if self.mask != "softmax":
-            raise ValueError("masked_magnitudes needs mask='softmax'")
-        m, _, X = self._masks(mix)
+        times the mixture magnitude, ``[B, S, 2, n_bins, N]``, with no iSTFT (real masks only:
+        softmax or sigmoid). Equals ``|STFT(forward(mix))|`` up to the STFT's consistency; about
+        half the cost per step."""
+        if self.mask == "complex":
+            raise ValueError("masked_magnitudes needs a real mask ('softmax' or 'sigmoid')")
+        m, _, X = self._masks(mix, *condition)
         b, n = X.shape[0], X.shape[-1]
-        m = torch.softmax(m.reshape(b, self.n_stems, 2, n, self.n_bins), dim=1).transpose(-1, -2)
+        m = self._real_masks(m.reshape(b, -1, 2, n, self.n_bins)).transpose(-1, -2)
         return m * X.pow(2).sum(2).add(1e-10).sqrt()[:, None]
+
+    def _real_masks(self, logits: torch.Tensor) -> torch.Tensor:
+        """``[B, S, ...]`` logits -> masks: softmax over the stems (axis 1), or sigmoid per stem."""
+        if self.mask != "softmax":
+            return torch.sigmoid(logits)
+        # softmax written out: ONNX Runtime's Softmax over a non-last axis took 109 ms per 10 s of
+        # the default model against 16 ms for these elementwise ops (measured); same values
+        e = torch.exp(logits - logits.amax(dim=1, keepdim=True))
+        return e / e.sum(dim=1, keepdim=True)
+
+    def _apply_masks(self, m: torch.Tensor, X_out: torch.Tensor, X: torch.Tensor, length) -> torch.Tensor:
+        """Trunk output ``m [B, K*parts, N, F]`` on the mixture STFT -> ``[B, K, 2, length]``."""
+        n_frames = X.shape[-1]
+        if self.mask != "complex":
+            m = self._real_masks(m.reshape(X.shape[0], -1, 2, n_frames, self.n_bins))
+            Y = self._extend(m.transpose(-1, -2))[:, :, :, None] * X_out[:, None]  # [B, K, 2, 2, F, N]
+            return self.istft(Y, length)
+        m = m.reshape(X.shape[0], -1, 2, 2, n_frames, self.n_bins).transpose(-1, -2)
+        if self.consistent:
+            m = m - m.mean(1, keepdim=True) + self.unit_mask
+        mr, mi = self._extend(m[:, :, :, 0]), self._extend(m[:, :, :, 1])  # [B, K, 2, F, N]
+        xr, xi = X_out[:, None, :, 0], X_out[:, None, :, 1]  # [B, 1, 2, F, N]
+        Y = torch.stack([mr * xr - mi * xi, mr * xi + mi * xr], dim=3)  # [B, K, 2, 2, F, N]
+        return self.istft(Y, length)
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         """``mix [B, 2, T]`` -> ``stems [B, n_stems, 2, T]``."""
-        m, X_out, X = self._masks(mix)  # m: [B, S*parts, N, F]
-        n_frames = X.shape[-1]
-        if self.mask == "softmax":
-            m = torch.softmax(m.reshape(X.shape[0], self.n_stems, 2, n_frames, self.n_bins), dim=1)
-            Y = self._extend(m.transpose(-1, -2))[:, :, :, None] * X_out[:, None]  # [B, S, 2, 2, F, N]
-            return self.istft(Y, mix.shape[-1])
-        m = m.reshape(X.shape[0], self.n_stems, 2, 2, n_frames, self.n_bins).transpose(-1, -2)
-        if self.consistent:
-            m = m - m.mean(1, keepdim=True) + self.unit_mask
-        mr, mi = self._extend(m[:, :, :, 0]), self._extend(m[:, :, :, 1])  # [B, S, 2, F, N]
-        xr, xi = X_out[:, None, :, 0], X_out[:, None, :, 1]  # [B, 1, 2, F, N]
-        Y = torch.stack([mr * xr - mi * xi, mr * xi + mi * xr], dim=3)  # [B, S, 2, 2, F, N]
-        return self.istft(Y, mix.shape[-1])
+        return self._apply_masks(*self._masks(mix), mix.shape[-1])
 
 
 def _bn_act(c: int, act: nn.Module) -> list[nn.Module]:
@@ -338,6 +365,9 @@ class OpenUnmix(MaskSeparator):
 
 ARCHS = {"unet": UNetMask, "tfctdf": TFCTDFUNet, "umx": OpenUnmix, "convtasnet": ConvTasNet,
          "demucs": Demucs}
+# The conditioned LaSAFT-GPoCM U-Net (seed 003) builds on the blocks above and adds itself to
+# ARCHS as "lasaft" when imported; importing it here makes the registry complete either way round.
+import dawsep.train.lasaft  # noqa: E402,F401
 
 
 def build(config: dict) -> nn.Module:

@@ -4,6 +4,10 @@
   restore on resume), gradient clipping.
 - Loss: L1 on the waveform + L1 on the complex spectrogram (normalised STFT, so both terms have the
   waveform's scale), over every stem.
+- Conditioned models (``lasaft``, :mod:`dawsep.train.lasaft`): each item trains on
+  ``stems_per_item`` stems drawn at random per step (default 1: the cost of a step is one pass
+  of the network, as for the multi-head models), with :func:`conditioned_loss`, an unbiased
+  estimate of the same all-stem loss. Validation separates every stem.
 - Data: :class:`SeparationDataset` on the ``train`` split (Demucs-style remix, gains, swaps, flips).
   Its items are pure functions of ``(seed, index)`` and the sampler starts at ``step * batch``, so
   a resumed run sees exactly the batches an uninterrupted one would.
@@ -42,7 +46,8 @@ from dawsep.errors import DawsepError
 from dawsep.metrics import sdr_song, sdr_stems, summarize  # noqa: F401  (re-exported)
 from dawsep.train.data.score import SAMPLE_RATE, STEMS
 from dawsep.train.separators import ARCHS, MaskSeparator, build, n_params  # noqa: F401
-from dawsep.train.stft import ISTFT, STFT
+from dawsep.train.evaluate import baselines
+from dawsep.train.stft import STFT
 
 
 @dataclass
@@ -60,8 +65,11 @@ class TrainConfig:
     clip: float = 5.0
     spec_weight: float = 1.0
     # l1: waveform + complex-STFT L1 | mse_mag: magnitude-spectrogram MSE of the output |
-    # mse_mag_spec: the same on masked mixture magnitudes, no iSTFT (Open-Unmix; softmax masks)
+    # mse_mag_spec: the same on masked mixture magnitudes, no iSTFT (Open-Unmix; softmax or sigmoid masks)
     loss: str = "l1"
+    # conditioned models (arch "lasaft"): stems trained per item and step, drawn without
+    # replacement (a pure function of seed and step); 0 = every stem. See conditioned_loss.
+    stems_per_item: int = 1
     seed: int = 0
     # Mixtures only: with the solo-piano songs (1/3 of the songs) in the pool, the model learnt the
     # prior "uncertain energy is piano" and piano SDR fell to -4 dB by step 500 (measured).
@@ -123,15 +131,52 @@ def separation_loss(est: torch.Tensor, ref: torch.Tensor, stft: STFT, spec_weigh
     return loss, {"wave": float(wave.detach()), "spec": float(spec.detach())}
 
 
-def irm_oracle(stems: np.ndarray, n_fft: int, hop: int, n_bins: int) -> np.ndarray:
-    """Ideal ratio mask (power, mixture phase) from the true stems, with the model's STFT and
-    cut-off: the upper bound of a real-valued mask. ``stems [S, 2, T]`` -> ``[S, 2, T]``."""
-    x = torch.from_numpy(np.ascontiguousarray(stems, np.float32))
-    S = STFT(n_fft, hop, n_bins, use_fft=True)(x)  # [S, 2, 2, F, N]
-    p = S.pow(2).sum(2, keepdim=True)
-    mask = p / (p.sum(0, keepdim=True) + 1e-12)
-    X = S.sum(0, keepdim=True)
-    return ISTFT(n_fft, hop, n_bins, use_fft=True)(mask * X, x.shape[-1]).numpy()
+def sample_stems(step: int, batch: int, n_stems: int, per_item: int, seed: int = 0) -> torch.Tensor:
+    """``stem_ids [batch, K]`` int64, ``K = per_item`` distinct stems per item (0 or >= n_stems:
+    all, in order), uniformly drawn from a generator seeded by ``(seed, step)``: a resumed run
+    draws what an uninterrupted one would."""
+    if per_item <= 0 or per_item >= n_stems:
+        return torch.arange(n_stems).expand(batch, -1)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return torch.rand(batch, n_stems, generator=g).argsort(1)[:, :per_item]
+
+
+def _pick(x: torch.Tensor, stem_ids: torch.Tensor) -> torch.Tensor:
+    """``x [B, S, ...]``, ``stem_ids [B, K]`` -> ``[B, K, ...]``."""
+    idx = stem_ids.reshape(stem_ids.shape + (1,) * (x.dim() - 2)).expand(-1, -1, *x.shape[2:])
+    return torch.gather(x, 1, idx)
+
+
+def conditioned_loss(model, mix: torch.Tensor, ref: torch.Tensor, stem_ids: torch.Tensor, stft: STFT,
+                     kind: str = "mse_mag", spec_weight: float = 1.0):
+    """Loss of a conditioned separator trained on the stems ``stem_ids [B, K]`` of each item
+    (``mix [B, 2, T]``, ``ref [B, S, 2, T]``) -> (loss, parts) like :func:`separation_loss`.
+
+    An unbiased estimate, over the uniformly drawn stems, of the same ``kind`` of loss over all
+    stems, and equal to it when ``K = S``: the L1 terms are means over stems, and the magnitude
+    MSEs (``mse_mag``, ``mse_mag_spec``) keep each item's normaliser the energy of *all* its
+    stems, not of the drawn one (a drawn stem that is silent in the excerpt would otherwise
+    divide by ~0).
+    """
+    sel = _pick(ref, stem_ids)
+    if kind == "l1":
+        return separation_loss(model(mix, stem_ids), sel, stft, spec_weight, "l1")
+    b, k = stem_ids.shape
+    if kind == "mse_mag_spec":
+        E = model.masked_magnitudes(mix, stem_ids)  # [B, K, 2, F, N]
+        R_all = model.stft(ref.flatten(1, 2))[..., :model.n_bins, :].pow(2).sum(2).add(1e-10).sqrt()
+        wave = 0.0
+    elif kind == "mse_mag":
+        est = model(mix, stem_ids)
+        E = stft(est.flatten(1, 2)).pow(2).sum(2).add(1e-10).sqrt()
+        R_all = stft(ref.flatten(1, 2)).pow(2).sum(2).add(1e-10).sqrt()
+        wave = float((est - sel).abs().mean().detach())
+    else:
+        raise ValueError(f"loss {kind!r}: allowed l1, mse_mag, mse_mag_spec")
+    R_all = R_all.reshape(b, ref.shape[1], -1)  # [B, S, 2*F*N]
+    E, R = E.reshape(b, k, -1), _pick(R_all, stem_ids)
+    spec = ((E - R).pow(2).mean((1, 2)) / (R_all.pow(2).mean((1, 2)) + 1e-8)).mean()
+    return spec, {"wave": wave, "spec": float(spec.detach())}
 
 
 class ValidSubset:
@@ -166,8 +211,6 @@ def validate(model: MaskSeparator, valid, device, baseline: bool = False) -> dic
     ``baseline`` also the mixture-as-estimate floor and the IRM oracle on the same songs."""
     was_training = model.training
     model.eval()
-    from dawsep.train.evaluate import baselines
-
     rows = []
     for _, stems in valid:
         est = model(torch.from_numpy(stems.sum(0))[None].to(device))[0].cpu().numpy()
@@ -290,8 +333,11 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
                         num_workers=cfg.workers, drop_last=True, pin_memory=device.type == "cuda",
                         prefetch_factor=4 if cfg.workers else None)
     loss_stft = STFT(model.n_fft, model.hop, model.n_bins, normalized=True).to(device)
+    conditioned = getattr(model, "conditioned", False)
+    per_item = (f"; {cfg.stems_per_item if 0 < cfg.stems_per_item < model.n_stems else model.n_stems} "
+                "stem(s) per item and step") if conditioned else ""
     log(f"{model.arch}: {n_params(model):,} parameters; segment {segment} samples; "
-        f"steps {step}..{cfg.steps}; device {device}")
+        f"steps {step}..{cfg.steps}; device {device}{per_item}")
 
     def snapshot() -> dict:
         return {"model": model.state_dict(), "model_config": model.config(), "optimizer": opt.state_dict(),
@@ -336,7 +382,10 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
             mix, ref = batch["mix"].to(device), batch["stems"].to(device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
-            if cfg.loss == "mse_mag_spec":
+            if conditioned:
+                stem_ids = sample_stems(step, mix.shape[0], ref.shape[1], cfg.stems_per_item, cfg.seed).to(device)
+                loss, parts = conditioned_loss(model, mix, ref, stem_ids, loss_stft, cfg.loss, cfg.spec_weight)
+            elif cfg.loss == "mse_mag_spec":
                 loss, parts = spectral_mask_loss(model, mix, ref)
             else:
                 loss, parts = separation_loss(model(mix), ref, loss_stft, cfg.spec_weight, cfg.loss)

@@ -35,8 +35,13 @@ def _one_thread():
 
 def tiny(arch: str):
     """``arch``: unet | tfctdf (``-softmax`` for the real ratio-mask head) | umx | umx-uni
-    (unidirectional LSTM) | convtasnet | demucs."""
+    (unidirectional LSTM) | convtasnet | demucs | lasaft (``-film`` for the FiLM ablation)."""
     torch.manual_seed(0)
+    if arch.startswith("lasaft"):
+        from dawsep.train.lasaft import LaSAFTNet
+
+        return LaSAFTNet(channels=(4, 6, 8), layers=2, bf=4, fold=2, n_latent=3, embed_dim=8, d_k=8,
+                         modulation="film" if arch.endswith("film") else "gpocm", **SPEC)
     if arch.startswith("umx"):
         return OpenUnmix(hidden=16, layers=2, bidirectional=arch == "umx", **SPEC)
     if arch == "convtasnet":
@@ -52,7 +57,8 @@ def tiny(arch: str):
 
 ARCH_MASKS = ["unet", "tfctdf", "unet-softmax", "tfctdf-softmax", "umx", "umx-uni"]
 WAVEFORM = ["convtasnet", "demucs"]
-ALL_ARCHS = ARCH_MASKS + WAVEFORM
+CONDITIONED = ["lasaft", "lasaft-film"]  # per-stem sigmoid masks: no mixture consistency to test
+ALL_ARCHS = ARCH_MASKS + WAVEFORM + CONDITIONED
 
 
 def randomize(model):

@@ -2,10 +2,21 @@
 
 ``mix`` float32 ``[batch, 2, samples]`` -> ``stems`` float32 ``[batch, n_stems, 2, samples]``,
 dynamic batch and length, STFT/iSTFT inside the graph, opset 17 with the legacy (TorchScript)
-exporter: the one ENVIRONMENT.md found to export the convolutional STFT cleanly and fast.
+exporter: the one ENVIRONMENT.md found to export the in-graph STFT cleanly and fast.
 After writing, the file is checked (``onnx.checker``), run in ONNX Runtime against torch on
 random input of a length other than the traced one (max abs difference <= ``tol``), and stamped
 with ``metadata_props``.
+
+Conditioned models (``model.conditioned``, :mod:`dawsep.train.lasaft`) are exported as one graph
+with a second, optional input: ``stem_ids`` int64 ``[n_out]``, indices into ``dawsep.stems``.
+Left out, it takes its stored default ``[0, 1, ..., n_stems-1]`` (an ONNX initializer that is
+also a graph input, which ONNX Runtime lets a caller override) and the graph is the plain
+contract above, ``stems [batch, n_stems, 2, samples]``; fed, the graph computes only those stems,
+``stems [batch, n_out, 2, samples]`` in the order given, at the cost of ``n_out`` passes of
+the network instead of ``n_stems``. The metadata key ``dawsep.stem_input`` names that input;
+models without it take ``mix`` alone, as before. One file rather than one graph per stem: the
+weights are stored once, a host that wants two of five stems asks for two, and a host that
+knows nothing of conditioning gets every stem.
 """
 from __future__ import annotations
 
@@ -19,18 +30,49 @@ import numpy as np
 import torch
 
 OPSET = 17
+#: the optional input of a conditioned graph: which stems to compute (module docstring)
+STEM_INPUT = "stem_ids"
+
+
+class _StemSelect(torch.nn.Module):
+    """Export view of a conditioned separator: ``mix [B, 2, T]``, ``stem_ids [K]`` int64 ->
+    ``stems [B, K, 2, T]``, the same stems for every item of the batch."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, mix: torch.Tensor, stem_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(mix, stem_ids.unsqueeze(0).expand(mix.shape[0], -1))
+
+
+def _conditioned(model) -> bool:
+    return bool(getattr(model, "conditioned", False))
 
 
 def _export_bytes(model: torch.nn.Module, example: torch.Tensor) -> bytes:
     buf = io.BytesIO()
+    args, names, axes = (example,), ["mix"], {"mix": {0: "batch", 2: "samples"}, "stems": {0: "batch", 3: "samples"}}
+    if _conditioned(model):
+        args, names = (example, torch.arange(model.n_stems)), ["mix", STEM_INPUT]
+        axes.update({STEM_INPUT: {0: "n_out"}, "stems": {0: "batch", 1: "n_out", 3: "samples"}})
+        model = _StemSelect(model).train(model.training)  # export restores the wrapper's mode on the model
     with warnings.catch_warnings():
         # The legacy exporter is deliberate (see module docstring): its deprecation notice, tracer
         # notes and "Slice with steps != 1 not constant-folded" are noise; parity() is the check.
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), buf, opset_version=OPSET, dynamo=False, input_names=["mix"],
-                          output_names=["stems"], dynamic_axes={"mix": {0: "batch", 2: "samples"},
-                                                                "stems": {0: "batch", 3: "samples"}})
-    return buf.getvalue()
+        torch.onnx.export(model, args, buf, opset_version=OPSET, dynamo=False, input_names=names,
+                          output_names=["stems"], dynamic_axes=axes)
+    if len(names) == 1:
+        return buf.getvalue()
+    import onnx
+    from onnx import numpy_helper
+
+    # The default of the stem input: an initializer of the same name makes it optional.
+    proto = onnx.load_from_string(buf.getvalue())
+    proto.graph.initializer.append(numpy_helper.from_array(np.arange(model.model.n_stems, dtype=np.int64),
+                                                           STEM_INPUT))
+    return proto.SerializeToString()
 
 
 def ort_session(path_or_bytes, threads: int = 2):
@@ -39,13 +81,18 @@ def ort_session(path_or_bytes, threads: int = 2):
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    so.log_severity_level = 3  # the overridable stem input's "not a constant" notice is by design
     return ort.InferenceSession(path_or_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def _random_mix(samples: int, batch: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 2, samples, generator=g) - 0.5
 
 
 def parity(model: torch.nn.Module, sess, samples: int = 44100 + 1234, batch: int = 2, seed: int = 0) -> float:
     """Max abs difference ONNX Runtime vs torch on random input ``[batch, 2, samples]``."""
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.rand(batch, 2, samples, generator=g) - 0.5)
+    x = _random_mix(samples, batch, seed)
     with torch.no_grad():
         ref = model(x).numpy()
     got = sess.run(["stems"], {"mix": x.numpy()})[0]
@@ -54,14 +101,33 @@ def parity(model: torch.nn.Module, sess, samples: int = 44100 + 1234, batch: int
     return float(np.abs(got - ref).max())
 
 
-def realtime_factor(sess, seconds: float = 10.0, sample_rate: int = 44100, repeats: int = 3) -> float:
-    """Audio seconds per wall second for one stereo clip of ``seconds`` (best of ``repeats``)."""
+def stem_parity(model: torch.nn.Module, sess, samples: int = 44100 + 1234, batch: int = 2, seed: int = 1) -> float:
+    """Conditioned graphs: max abs difference between the graph fed ``stem_ids`` (each stem alone,
+    and the last and first stem in that order) and the same stems of torch's all-stem output."""
+    x = _random_mix(samples, batch, seed)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    n = ref.shape[1]
+    err = 0.0
+    for ids in [[s] for s in range(n)] + [[n - 1, 0]]:
+        got = sess.run(["stems"], {"mix": x.numpy(), STEM_INPUT: np.array(ids, np.int64)})[0]
+        if got.shape != (batch, len(ids)) + ref.shape[2:]:
+            raise AssertionError(f"ONNX output shape {got.shape} for {STEM_INPUT}={ids}")
+        err = max(err, float(np.abs(got - ref[:, ids]).max()))
+    return err
+
+
+def realtime_factor(sess, seconds: float = 10.0, sample_rate: int = 44100, repeats: int = 3,
+                    feeds: dict | None = None) -> float:
+    """Audio seconds per wall second for one stereo clip of ``seconds`` (best of ``repeats``);
+    ``feeds``: more inputs (e.g. ``{STEM_INPUT: [0]}``)."""
     x = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 2, int(seconds * sample_rate))).astype(np.float32)
-    sess.run(["stems"], {"mix": x})  # warm-up (allocations, kernel generation)
+    inputs = {"mix": x, **(feeds or {})}
+    sess.run(["stems"], inputs)  # warm-up (allocations, kernel generation)
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
-        sess.run(["stems"], {"mix": x})
+        sess.run(["stems"], inputs)
         best = min(best, time.perf_counter() - t)
     return seconds / best
 
@@ -76,7 +142,7 @@ def metadata(model, ck: dict | None, segment_samples: int, extra_metrics: dict |
                "params": n_params(model), **(extra_metrics or {})}
     train_data = {"corpus": ck.get("corpus"), "train_config": ck.get("train_config"),
                   "valid": "valid split subset; the test split is never read in training"}
-    return {
+    meta = {
         "dawsep.kind": "separator",
         "dawsep.sample_rate": str(model.sample_rate),
         "dawsep.segment_samples": str(segment_samples),
@@ -86,6 +152,9 @@ def metadata(model, ck: dict | None, segment_samples: int, extra_metrics: dict |
         "dawsep.train_data": json.dumps(train_data),
         "dawsep.metrics": json.dumps(metrics),
     }
+    if _conditioned(model):
+        meta["dawsep.stem_input"] = STEM_INPUT
+    return meta
 
 
 def export_model(model, out: str, ck: dict | None = None, segment_seconds: float = 10.0, tol: float = 1e-4,
@@ -103,8 +172,16 @@ def export_model(model, out: str, ck: dict | None = None, segment_seconds: float
     if not err <= tol:
         raise AssertionError(f"ONNX Runtime vs torch max abs difference {err:.3g} > {tol:g}")
     figures = {"onnx_parity_max_abs": err, "opset": OPSET}
+    if _conditioned(model):
+        err = stem_parity(model, sess)
+        if not err <= tol:
+            raise AssertionError(f"ONNX Runtime with {STEM_INPUT} vs torch max abs difference {err:.3g} > {tol:g}")
+        figures["onnx_parity_stem_input_max_abs"] = err
     if bench:
         figures[f"onnx_rtf_{threads}threads_10s"] = round(realtime_factor(sess), 2)
+        if _conditioned(model):
+            figures[f"onnx_rtf_{threads}threads_10s_one_stem"] = round(
+                realtime_factor(sess, feeds={STEM_INPUT: np.zeros(1, np.int64)}), 2)
     del proto.metadata_props[:]
     for k, v in metadata(model, ck, segment, figures).items():
         proto.metadata_props.add(key=k, value=v)
