@@ -117,14 +117,32 @@ def cache_cmd(root, splits) -> None:
     click.echo(json.dumps(rep))
 
 
+@data.command(name="separate-piano")
+@click.argument("root", type=click.Path(exists=True, file_okay=False), default=DEFAULT_DATA)
+@click.option("--splits", default="train,valid", show_default=True, help="Comma-separated splits.")
+@click.option("--model", default="default", show_default=True, help="Separator (packaged name or .onnx path).")
+@click.option("--threads", type=int, default=1, show_default=True, help="ONNX Runtime threads.")
+@_errors
+def separate_piano_cmd(root, splits, model, threads) -> None:
+    """Write every mixture's piano as the separator gives it (piano_separated.flac): the
+    transcriber's "separated" training condition. Resumable; redone when the separator changes."""
+    from dawsep.train.data.separated import separate_corpus
+
+    rep = separate_corpus(root, tuple(s for s in splits.split(",") if s), model, threads,
+                          log=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps(rep))
+
+
 @click.group()
 def separator() -> None:
-    """Train separators (TFC-TDF U-Net, Jansson U-Net, Open-Unmix, Conv-TasNet, Demucs) and export them to ONNX."""
+    """Train separators (TFC-TDF U-Net, LaSAFT-GPoCM conditioned U-Net, Jansson U-Net, Open-Unmix, Conv-TasNet,
+    Demucs) and export them to ONNX."""
 
 
 @separator.command(name="train")
-@click.option("--arch", type=click.Choice(["tfctdf", "unet", "umx", "convtasnet", "demucs"]), default="tfctdf",
-              show_default=True, help="TFC-TDF U-Net, Jansson U-Net, Open-Unmix, Conv-TasNet, Demucs.")
+@click.option("--arch", type=click.Choice(["tfctdf", "lasaft", "unet", "umx", "convtasnet", "demucs"]), default="tfctdf",
+              show_default=True, help="TFC-TDF U-Net, LaSAFT-GPoCM conditioned U-Net (one network, the stem as "
+                                      "input), Jansson U-Net, Open-Unmix, Conv-TasNet, Demucs.")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), default=DEFAULT_DATA, show_default=True)
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True,
               help="Run folder: last.pt (resumed automatically), best.pt, log.jsonl.")

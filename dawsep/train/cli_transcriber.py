@@ -36,6 +36,9 @@ def transcriber() -> None:
               help='JSON BCE weight of positives per head, e.g. \'{"onset": 4}\' (can change on resume).')
 @click.option("--valid-every", type=int, default=2000, show_default=True)
 @click.option("--valid-items", type=int, default=32, show_default=True, help="Valid excerpts per condition.")
+@click.option("--valid-conditions", default="clean,mix,residue", show_default=True,
+              help="Comma-separated conditions scored on valid (their mean picks best.pt); add 'separated' "
+                   "once `dawsep-train data separate-piano` has run on the valid split.")
 @click.option("--checkpoint-every", type=int, default=500, show_default=True)
 @click.option("--log-every", type=int, default=50, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="Data-loading processes.")
@@ -53,7 +56,8 @@ def transcriber() -> None:
 @click.option("--cache/--no-cache", default=True, show_default=True,
               help="Read stems from the int16 cache under DATA/.cache-int16 (built on first use), else decode FLAC.")
 @_errors
-def train(data, out, steps, batch, segment_seconds, lr, warmup, conditions, pos_weight, valid_every, valid_items, checkpoint_every, log_every,
+def train(data, out, steps, batch, segment_seconds, lr, warmup, conditions, pos_weight, valid_every, valid_items, valid_conditions,
+          checkpoint_every, log_every,
           workers, threads, device, seed, model_config, init_from, minutes, cache) -> None:
     """Train (resumable) on the rendered corpus."""
     # Shared cores: spinning OpenMP workers stall when another process holds a core; passive
@@ -65,7 +69,9 @@ def train(data, out, steps, batch, segment_seconds, lr, warmup, conditions, pos_
     cfg = TrainConfig(data=data, out=out, steps=steps, batch=batch, segment_seconds=segment_seconds, lr=lr, warmup=warmup,
                       conditions=json.loads(conditions) if conditions else None,
                       pos_weight=json.loads(pos_weight) if pos_weight else {},
-                      valid_every=valid_every, valid_items=valid_items, checkpoint_every=checkpoint_every,
+                      valid_every=valid_every, valid_items=valid_items,
+                      valid_conditions=tuple(c for c in valid_conditions.split(",") if c),
+                      checkpoint_every=checkpoint_every,
                       log_every=log_every, workers=workers, threads=threads, device=device, seed=seed,
                       init_from=init_from, cache=cache)
     mc = config_from_dict(json.loads(model_config)) if model_config else None

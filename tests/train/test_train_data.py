@@ -397,3 +397,55 @@ def test_procedural_voices_replace_only_non_piano_parts(corpus, tmp_path):
     mix = _read(os.path.join(b, "mixture.flac"))
     assert np.abs(mix - sum(_read(os.path.join(b, f"{s}.flac")) for s in STEMS)).max() < 1e-4
     assert not np.array_equal(mix, _read(os.path.join(a, "mixture.flac")))
+
+
+def test_separated_condition_reads_the_separators_piano(corpus, tiny_separator, tmp_path):
+    """``data separate-piano`` writes each mixture's piano as the separator gives it (resumable,
+    redone when the separator changes), and the "separated" condition trains on exactly that."""
+    torch = pytest.importorskip("torch")
+    from dawsep.separate import Separator
+    from dawsep.train.data.corpus import iter_songs
+    from dawsep.train.data.dataset import TranscriptionDataset
+    from dawsep.train.data.separated import SEPARATED_STEM, provenance_path, separate_corpus
+
+    root = str(tmp_path / "corpus")
+    shutil.copytree(corpus, root)
+    with pytest.raises(FileNotFoundError, match="separate-piano"):
+        TranscriptionDataset(root, "train", conditions={"separated": 1.0})
+    rep = separate_corpus(root, ("train",), tiny_separator, log=None)
+    songs = list(iter_songs(root, "train"))
+    mixtures = [p for p, m in songs if m["kind"] in ("gen", "m21")]
+    assert rep["done"] == len(mixtures) > 0 and rep["skipped"] == 0
+    for p, m in songs:
+        assert os.path.exists(os.path.join(p, f"{SEPARATED_STEM}.flac")) == (p in mixtures)
+    # what is on disk is the separator's piano of the mixture (24-bit FLAC)
+    sep = Separator(tiny_separator, threads=1)
+    mix = _read(os.path.join(mixtures[0], "mixture.flac")).astype(np.float32)
+    want = sep.separate_array(mix)[sep.stem_index("piano")]
+    got = _read(os.path.join(mixtures[0], f"{SEPARATED_STEM}.flac"))
+    assert got.shape == want.shape and np.abs(got - want).max() < 1e-6 and np.abs(want).max() > 1e-3
+    assert separate_corpus(root, ("train",), tiny_separator, log=None)["skipped"] == len(mixtures)
+    prov = json.load(open(provenance_path(mixtures[0])))
+    json.dump({**prov, "model_sha256": "0" * 64}, open(provenance_path(mixtures[0]), "w"))
+    assert separate_corpus(root, ("train",), tiny_separator, log=None)["done"] == 1  # another model's: redone
+
+    hop = 441
+    ds = TranscriptionDataset(root, "train", segment_seconds=2.0, length=6, hop_samples=hop, seed=3,
+                              conditions={"separated": 1.0}, return_info=True, augment=False)
+    assert {s.path for s in ds._tile_songs} == set(mixtures)
+    clean = TranscriptionDataset(root, "train", segment_seconds=2.0, length=6, hop_samples=hop, seed=3,
+                                 conditions={"clean": 1.0}, return_info=True, augment=False)
+    by_name = {s.meta["name"]: s for s in ds.songs}
+    for i in range(len(ds)):
+        item = ds[i]
+        song, start = by_name[item["info"]["song"]], item["info"]["start"]
+        assert song.path in mixtures and item["info"]["condition"] == "separated"
+        x = _read(os.path.join(song.path, f"{SEPARATED_STEM}.flac"))[:, start: start + 2 * SAMPLE_RATE]
+        assert np.abs(item["audio"].numpy()[: x.shape[1]] - x.mean(axis=0)).max() < 1e-4
+        ref = next(clean[j] for j in range(len(clean)) if clean[j]["info"]["start"] == start
+                   and clean[j]["info"]["song"] == item["info"]["song"])
+        assert torch.equal(item["onset"], ref["onset"]) and torch.equal(item["frame"], ref["frame"])
+    # augmented training: every item is a mixture's separated piano, even when a solo-piano song was drawn
+    aug = TranscriptionDataset(root, "train", segment_seconds=2.0, length=12, hop_samples=hop, seed=3,
+                               conditions={"separated": 1.0}, return_info=True)
+    assert all(by_name[aug[i]["info"]["song"]].path in mixtures for i in range(len(aug)))

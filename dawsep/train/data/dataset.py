@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from dawsep.train.data import cache as stem_cache, heldout
 from dawsep.train.data.corpus import iter_songs
 from dawsep.train.data.score import PIANO_MIN, SAMPLE_RATE, STEMS, read_label_midi
+from dawsep.train.data.separated import SEPARATED_STEM, has_separated
 
 N_KEYS = 88
 
@@ -61,7 +62,7 @@ def read_excerpt(song: SongRef, stem: str, start: int, frames: int, cache: bool 
     built on first use; equal to the FLAC within int16 rounding), else from the FLAC.
     """
     out = np.zeros((2, frames), np.float32)
-    if stem != "mixture" and not song.has(stem):
+    if stem not in ("mixture", SEPARATED_STEM) and not song.has(stem):
         return out
     start = max(0, start)
     if start >= song.samples:
@@ -209,7 +210,9 @@ class TranscriptionDataset(_Base):
     """Items: ``audio`` (T,) mono float32 and labels (F, 88) ``onset``/``frame``/``offset``/``velocity``
     plus ``pedal`` (F, 1); ``F = T // hop_samples``."""
 
-    CONDITIONS = ("clean", "mix", "residue")
+    #: clean: the piano stem; mix: piano + accompaniment; residue: a simulated masking separator's
+    #: output; separated: the shipped separator's actual piano output (``data separate-piano``)
+    CONDITIONS = ("clean", "mix", "residue", "separated")
 
     def __init__(self, root: str, split: str = "train", segment_seconds: float = 5.0, length: int | None = None,
                  augment: bool | None = None, hop_samples: int = 441, sample_rate: int = SAMPLE_RATE,
@@ -236,7 +239,13 @@ class TranscriptionDataset(_Base):
             raise ValueError(f"unknown conditions {sorted(bad)}; allowed: {self.CONDITIONS}")
         self.other_level_db, self.gain_db, self.remix_p = other_level_db, gain_db, remix_p
         self.pedal_extend, self.return_info = pedal_extend, return_info
-        self._tiles = [(si, k * self.segment) for si, s in enumerate(self.songs)
+        self.sep_songs = [s for s in self.songs if has_separated(s.path)] if "separated" in self.conditions else []
+        if "separated" in self.conditions and not self.sep_songs:
+            raise FileNotFoundError(f"no separated piano in {os.path.join(root, split)}: run "
+                                    f"`dawsep-train data separate-piano {root} --splits {split}`")
+        # a separated-only set (validation) tiles the songs that have a separated piano
+        self._tile_songs = self.sep_songs if set(self.conditions) == {"separated"} else self.songs
+        self._tiles = [(si, k * self.segment) for si, s in enumerate(self._tile_songs)
                        for k in range(max(1, s.samples // self.segment))]
 
     def __len__(self) -> int:
@@ -279,7 +288,7 @@ class TranscriptionDataset(_Base):
         rng = self._rng(index)
         if not self.augment:
             si, start = self._tiles[index % len(self._tiles)]
-            song = self.songs[si]
+            song = self._tile_songs[si]
         else:
             song = self.songs[int(rng.integers(len(self.songs)))]
             start = int(rng.integers(0, max(1, song.samples - self.segment)))
@@ -289,6 +298,11 @@ class TranscriptionDataset(_Base):
         cond = names[int(rng.choice(len(names), p=p / p.sum()))]
         if cond == "clean":
             audio = piano
+        elif cond == "separated":
+            if not has_separated(song.path):  # a solo-piano song: take a mixture's piano instead
+                song = self.sep_songs[int(rng.integers(len(self.sep_songs)))]
+                start = int(rng.integers(0, max(1, song.samples - self.segment)))
+            audio = read_excerpt(song, SEPARATED_STEM, start, self.segment, self.cache)
         else:
             others = self._others(rng, song, start)
             audio = piano + others if cond == "mix" else self._residue(rng, piano, others)
