@@ -398,21 +398,24 @@ def separator(path: str, arch: str | None = None, overrides: dict | None = None)
 
 
 def transcriber(path: str, model_config=None):
-    """``(model, Loaded)``: a :class:`PianoTranscriber` holding the weights of ``path``;
-    ``model_config`` (a ``TranscriberConfig``, e.g. from ``--model-config``) must equal the file's."""
-    from dawsep.train.transcriber import PianoTranscriber, TranscriberConfig
+    """``(model, Loaded)``: a transcriber of the architecture ``path`` holds (any in
+    :mod:`dawsep.train.transcribers`) with its weights; ``model_config`` (a config object, e.g. from
+    ``--model-config``) must equal the file's."""
+    from dawsep.train.transcribers import ARCHITECTURES, build, config_from_dict
 
     ck = _checkpoint(path) if _kind(path) == "pt" else None
     if ck:
-        cfg = TranscriberConfig.from_dict(ck["model_config"])
+        cfg = config_from_dict(ck["model_config"])
     else:
         arch = read_architecture(path)
-        if arch.get("name") != "PianoTranscriber" or "config" not in arch:
-            raise InitFromError(f"{path}: its architecture {str(arch)[:200]} is not a PianoTranscriber's")
-        cfg = TranscriberConfig.from_dict(arch["config"])
+        names = {model_cls.__name__: cfg_cls for cfg_cls, model_cls in ARCHITECTURES.values()}
+        if arch.get("name") not in names or "config" not in arch:
+            raise InitFromError(f"{path}: its architecture {str(arch)[:200]} is not a transcriber's "
+                                f"({', '.join(names)})")
+        cfg = config_from_dict(arch["config"])
     if model_config is not None and model_config != cfg:
         raise InitFromError(f"{path} holds a transcriber with {cfg}, not {model_config}")
-    model = PianoTranscriber(cfg)
+    model = build(cfg)
     if ck:
         model.load_state_dict(ck["model"])
         return model, Loaded()

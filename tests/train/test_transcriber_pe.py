@@ -128,3 +128,14 @@ def test_trains_resumes_and_exports_through_the_shared_tools(tmp_path):
     t = Transcriber(out, threads=1).transcribe((np.random.default_rng(1).standard_normal((2, 44100)) * 0.1)
                                                .astype(np.float32), 44100)
     assert all(21 <= n.pitch <= 108 and 0 <= n.start_s < n.end_s <= 1.0 + 1e-6 for n in t.notes)
+
+    # --init-from takes the pitch model from its checkpoint and from its ONNX export: same function
+    from dawsep.train import init_from
+
+    x = torch.randn(1, 8000)
+    ref, _ = init_from.transcriber(str(tmp_path / "run" / "last.pt"))
+    back, _ = init_from.transcriber(out)
+    assert isinstance(back, PitchTranscriber) and isinstance(ref, PitchTranscriber)
+    with torch.no_grad():
+        for a, b in zip(ref.eval()(x), back.eval()(x)):
+            assert torch.allclose(a, b, atol=1e-5)
