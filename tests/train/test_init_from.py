@@ -345,3 +345,53 @@ def test_session_warm_starts_trains_and_ships_then_resumes(tmp_path):
     rep = session.run("separator", data=data, runs=runs, minutes=30, models_dir=models, log=msgs.append)
     assert any("resuming" in m for m in msgs) and any("shipped already" in m for m in msgs)
     assert "shipped" not in rep and load_checkpoint(os.path.join(run_dir, "last.pt"))["step"] == 20
+
+
+def _shipped_tiny(models: str, kind: str, model) -> str:
+    """A models folder shipping ``model`` as ``kind``/default, as ``ship`` leaves it."""
+    os.makedirs(models, exist_ok=True)
+    path = os.path.join(models, "m.onnx")
+    if kind == "separator":
+        _export_separator(model, path)
+    else:
+        from dawsep.train.export.transcriber import export
+
+        export(model.eval(), path, segment_samples=16000, metrics={"valid": {"note_f1": 0.5}}, rtf_seconds=None)
+    with open(os.path.join(models, "m.json"), "w") as fh:
+        json.dump({"model": "m.onnx", "train_config": {"steps": 1}, "metrics": {"test": {"mean": 1.0}}}, fh)
+    with open(os.path.join(models, "registry.json"), "w") as fh:
+        json.dump({kind: {"default": {"file": "m.onnx", "sha256": runtime.file_sha256(path),
+                                      "provenance": "m.json", "description": "tiny"}}}, fh)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["separator", "transcriber"])
+def test_reexport_rebuilds_a_shipped_model_from_its_own_weights(tmp_path, kind):
+    """`dawsep-train <kind> reexport`: same function on the demo song, metadata and training figures
+    kept, registry hash and provenance updated; a re-export that would change the output by more
+    than the tolerance replaces nothing."""
+    from dawsep.errors import ModelError
+    from dawsep.train.export.reexport import reexport
+    from dawsep.train.export.transcriber import read_metadata
+    from dawsep.train.transcriber import PianoTranscriber
+
+    models = str(tmp_path / "models")
+    model = randomize(tiny("tfctdf-softmax")) if kind == "separator" else PianoTranscriber(TINY)
+    path = _shipped_tiny(models, kind, model)
+    before, meta_before = runtime.file_sha256(path), read_metadata(path)
+
+    with pytest.raises(ModelError, match="nothing replaced"):
+        reexport(kind, models_dir=models, tol=-1.0, threads=1)
+    assert runtime.file_sha256(path) == before and not [f for f in os.listdir(models) if "reexport" in f]
+
+    res = reexport(kind, models_dir=models, threads=1, why="test")
+    assert 0 <= res["max_abs_vs_previous"] <= 1e-4 and res["previous_sha256"] == before
+    reg = json.load(open(os.path.join(models, "registry.json")))[kind]["default"]
+    prov = json.load(open(os.path.join(models, "m.json")))
+    assert reg["sha256"] == runtime.file_sha256(path) == prov["sha256"] and reg["description"] == "tiny"
+    assert prov["metrics"] == {"test": {"mean": 1.0}} and prov["reexports"][-1]["why"] == "test"
+    meta = read_metadata(path)
+    assert meta["dawsep.architecture"] == meta_before["dawsep.architecture"]
+    assert meta["dawsep.segment_samples"] == meta_before["dawsep.segment_samples"]
+    if kind == "transcriber":
+        assert json.loads(meta["dawsep.metrics"])["valid"] == {"note_f1": 0.5}
