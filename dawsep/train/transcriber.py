@@ -16,7 +16,7 @@ Choices, and why:
 * **Log-mel front-end inside the graph**: a 2048-point Hann STFT (7.8 Hz bins, so the bass
   region is resolved) -> power -> 229 mel bands, 30 Hz - 8 kHz (O&F's setting) -> ``log(x + 1e-8)``
   (an -80 dB floor under a full-scale sine) -> per-band BatchNorm. The STFT is the project's
-  ``dawsep.train.stft.STFT``: in ONNX a Conv1d with DFT kernels (opset 17, legacy exporter, see
+  ``dawsep.train.stft.STFT``: in ONNX a two-stage matmul DFT (opset 17, legacy exporter, see
   ENVIRONMENT.md), in eager torch ``torch.stft`` (an FFT, far cheaper for CPU training); the two
   agree to float rounding, and the export parity test pins them together.
 * **Shared acoustic trunk** (3 conv layers + a dense projection: a slimmer O&F acoustic stack,
@@ -118,7 +118,7 @@ class LogMel(nn.Module):
     The window of frame ``f`` is centred on the middle of its hop, sample ``f*hop + hop/2``, over
     zero padding (not reflection: any length >= hop works, and a chunk's edge frames only see
     silence, which overlap-discard drops anyway). The STFT is ``dawsep.train.stft.STFT``: FFT in
-    eager torch, a conv-DFT with kernels generated in-graph when traced for ONNX (a stored table
+    eager torch, a two-stage matmul DFT with tables generated in-graph when traced for ONNX (a stored table
     would be 2*K*n_fft floats, 17 MB, twice the rest of the model).
     """
 
@@ -142,7 +142,7 @@ class LogMel(nn.Module):
     def power(self, audio: torch.Tensor, use_fft: bool | None = None) -> torch.Tensor:
         """``(B, T)`` -> ``(B, F, K)`` STFT power of the bins the mel bands use.
 
-        ``use_fft`` None: FFT in eager torch, conv-DFT when exporting (True/False force one).
+        ``use_fft`` None: FFT in eager torch, matmul DFT when exporting (True/False force one).
         """
         stft = self.stft if use_fft is None else STFT(self.n_fft, self.hop, n_bins=self.k1, use_fft=use_fft)
         return framed_power(stft, audio, self.hop, self.k0, self.scale)

@@ -92,7 +92,7 @@ def test_deterministic_and_batch_independent():
 
 
 def test_stft_paths_agree_default_config():
-    """torch.stft (training) and the conv-DFT (ONNX) front-ends are the same transform."""
+    """torch.stft (training) and the matmul DFT (ONNX) front-ends are the same transform."""
     fe = PianoTranscriber().frontend
     x = torch.randn(2, 16001) * 0.3
     a, b = fe.power(x, use_fft=True), fe.power(x, use_fft=False)

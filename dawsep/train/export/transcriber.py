@@ -43,7 +43,7 @@ def to_onnx(model: PianoTranscriber, path: str) -> None:
     axes = {INPUT: {0: "batch", 1: "samples"}, **{k: {0: "batch", 1: "frames"} for k in OUTPUTS}}
     with warnings.catch_warnings():
         # Expected and harmless: the legacy exporter is deprecated (but it is the one that exports
-        # the conv-STFT, ENVIRONMENT.md), and strided slices are left to ONNX Runtime to fold.
+        # the in-graph STFT, ENVIRONMENT.md), and strided slices are left to ONNX Runtime to fold.
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message=".*Constant folding - Only steps=1.*")
