@@ -12,6 +12,13 @@ segment can cover it, i.e. after the segment starting at ``k·hop`` was run, sam
 ``(k+1)·hop`` are popped. The engine holds at most about two segments of audio whatever the
 input length, which is what bounds memory on hour-long files. The last, partial segments are
 zero-padded to ``segment``, so every model call has the same shape.
+
+The grid is anchored at absolute sample 0 of the signal, not at the first push:
+:meth:`~OverlapAdd.reset` with ``position_samples`` starts a stream whose first sample is sample
+``position_samples`` of a longer signal (a DAW's timeline), with silence before it. From there
+the engine runs exactly the segments the offline call on that signal would run over those
+samples, so a stream started anywhere equals the offline result of the same signal, silenced
+before the start (and a stream started at 0, the offline result itself).
 """
 from __future__ import annotations
 
@@ -58,20 +65,34 @@ class OverlapAdd:
         latency a streaming wrapper must declare."""
         return self.segment - 1
 
-    def reset(self) -> None:
-        self._in = np.zeros((self.channels, 0), np.float32)  # input from absolute sample _in_start
-        self._in_start = 0
+    def reset(self, position_samples: int = 0) -> None:
+        """Start a new stream whose next pushed sample is sample ``position_samples`` of the signal
+        (silence before it). Samples at negative positions (before the signal starts) are taken
+        and answered with silence, without entering any segment."""
+        position = int(position_samples)
+        self._lead = max(0, -position)  # samples before 0 still to take (output: silence)
+        position = max(0, position)
+        # the first segment on the grid that reaches past ``position``: earlier ones never see it
+        first = max(0, (position - self.segment) // self.hop + 1) * self.hop
+        self._in = np.zeros((self.channels, position - first), np.float32)  # from absolute _in_start
+        self._in_start = first
         self._acc = np.zeros((self.n_out, self.channels, 0), np.float32)  # from absolute _out_start
         self._wsum = np.zeros(0, np.float32)
-        self._out_start = 0
-        self._next = 0  # absolute start of the next segment to run
-        self._pushed = 0
+        self._out_start = first
+        self._emit_from = position  # output before the stream's start is never returned
+        self._next = first  # absolute start of the next segment to run
+        self._pushed = position  # absolute end of the input so far
 
     def push(self, x: np.ndarray) -> np.ndarray:
         """Feed ``x`` ``(channels, n)``; return the finished ``(n_out, channels, m)``."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[0] != self.channels:
             raise ValueError(f"expected ({self.channels}, samples), got {x.shape}")
+        if self._lead:
+            k = min(self._lead, x.shape[1])
+            self._lead -= k
+            before = np.zeros((self.n_out, self.channels, k), np.float32)
+            return np.concatenate([before, self.push(x[:, k:])], axis=2) if k < x.shape[1] else before
         if x.shape[1]:
             self._in = np.concatenate([self._in, x], axis=1)
             self._pushed += x.shape[1]
@@ -132,8 +153,9 @@ class OverlapAdd:
             return np.zeros((self.n_out, self.channels, 0), np.float32)
         out = self._acc[:, :, :m] / self._wsum[:m]
         self._acc, self._wsum = self._acc[:, :, m:], self._wsum[m:]
+        early = max(0, min(m, self._emit_from - self._out_start))  # before the stream's start
         self._out_start += m
-        return out
+        return out[:, :, early:] if early else out
 
 
 class OverlapDiscard:

@@ -140,3 +140,53 @@ def test_overlap_discard_block_split_invariance_and_delay():
     parts.append(eng.push(x[pushed:]))
     parts.append(eng.flush())
     np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+@pytest.mark.parametrize("position", [0, 1, 69, 70, 99, 100, 171, 1000, 2345])
+def test_a_stream_started_at_a_timeline_position_cuts_the_offline_grid(position):
+    """reset(position): the chunks fall where the offline call on the whole signal puts them, so the
+    stream equals the offline result of the signal silenced before ``position`` (and, from the
+    first segment that starts at or after ``position``, the offline result of the signal itself)."""
+    x = np.random.default_rng(position).standard_normal((2, 3000)).astype(np.float32)
+    seg, ov = 100, 30
+    eng = OverlapAdd(context_model, segment=seg, overlap=ov, channels=2, n_out=2)
+    silenced = x.copy()
+    silenced[:, :position] = 0
+    want = np.concatenate([eng.push(silenced), eng.flush()], axis=2)[..., position:]
+    whole = np.concatenate([eng.push(x), eng.flush()], axis=2)
+    for sizes in ([1000], [7, 400, 1], [33]):
+        eng.reset(position)
+        got = run_blocks(eng, x[:, position:], sizes)
+        assert got.shape == (2, 2, 3000 - position)
+        np.testing.assert_array_equal(got, want)
+    # unless the grid were anchored to the stream's first sample, a later start would change these
+    clean = -(-position // (seg - ov)) * (seg - ov) + ov - position  # past every segment that saw silence
+    np.testing.assert_allclose(got[..., clean:], whole[..., position + clean:], atol=1e-6)
+    if position % (seg - ov):
+        eng.reset()  # the old behaviour: chunks counted from the stream's first sample
+        assert not np.allclose(run_blocks(eng, x[:, position:], [1000])[..., clean:], whole[..., position + clean:],
+                               atol=1e-3)
+
+
+def test_a_stream_started_before_the_signal_answers_the_lead_in_with_silence():
+    x = np.random.default_rng(5).standard_normal((2, 1500)).astype(np.float32)
+    eng = OverlapAdd(context_model, segment=100, overlap=30, channels=2, n_out=2)
+    whole = np.concatenate([eng.push(x), eng.flush()], axis=2)
+    lead = np.random.default_rng(6).standard_normal((2, 257)).astype(np.float32)  # never part of a segment
+    for sizes in ([100], [1], [300, 7]):
+        eng.reset(-257)
+        got = run_blocks(eng, np.concatenate([lead, x], axis=1), sizes)
+        np.testing.assert_array_equal(got[..., :257], 0)
+        np.testing.assert_array_equal(got[..., 257:], whole)
+
+
+def test_anchored_stream_keeps_the_delay_bound():
+    eng = OverlapAdd(gain_model, segment=256, overlap=64, channels=2, n_out=3)
+    for position in (0, 5, 191, 192, 10_000_001):
+        eng.reset(position)
+        pushed = popped = 0
+        for n in np.random.default_rng(position % 97).integers(1, 600, 200):
+            popped += eng.push(np.ones((2, int(n)), np.float32)).shape[2]
+            pushed += int(n)
+            assert 0 <= pushed - popped <= eng.max_delay
+        assert popped + eng.flush().shape[2] == pushed

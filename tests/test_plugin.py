@@ -20,7 +20,8 @@ import pytest
 import soundfile as sf
 
 from dawsep.errors import PluginError
-from dawsep.plugin_backend import MIN_BUFFER_SECONDS, PRESETS, PluginBackend, blend, create, worker_buffer_samples
+from dawsep.plugin_backend import (BEFORE_START, DEFAULT_SEGMENT_SECONDS, MIN_BUFFER_SECONDS, NO_POSITION, PRESETS,
+                                   PluginBackend, blend, create, worker_buffer_samples)
 from dawsep.presets import load_preset
 from dawsep.separate import Separator
 from dawsep.stream import StreamingChain, StreamingSeparator
@@ -132,6 +133,81 @@ def test_worker_buffer_and_configuration_errors(tiny_separator, tmp_path):
     assert PluginBackend(SR, model=tiny_separator, presets=presets).latency_samples > 0  # unless overridden
 
 
+def test_backend_bounce_follows_the_timeline_not_the_last_reset(tiny_separator, sep, song):
+    """A bounce from the session start equals the offline stems whatever the plugin saw before
+    (a pre-roll, another position); two bounces are equal; a jump restarts every state."""
+    b = PluginBackend(SR, model=tiny_separator)
+    lat, n = b.latency_samples, song.shape[1]
+    stem = sep.separate_array(song)[sep.stem_index("bass")]
+    xx = np.concatenate([song, np.zeros((2, lat), np.float32)], axis=1)
+
+    def bounce(block, preroll):
+        junk = np.random.default_rng(preroll).standard_normal((2, preroll)).astype(np.float32)
+        for i in range(0, preroll, block):  # transport stopped: no position
+            b.process(junk[:, i:i + block], 1, False, None)
+        return np.concatenate([b.process(xx[:, i:i + block], 1, False, i) for i in range(0, xx.shape[1], block)],
+                              axis=1)[:, lat:lat + n]
+
+    first = bounce(512, 5000)
+    np.testing.assert_allclose(first[:2], stem, atol=1e-4)
+    np.testing.assert_allclose(first[2:], song - stem, atol=1e-4)
+    np.testing.assert_array_equal(bounce(300, 777), first)
+    assert b.jumps == 2
+    # the bridge's entry point: interleaved frames and the bridge's no-position value
+    out = np.zeros(4 * 64, np.float32)
+    b.process_into(np.zeros(2 * 64, np.float32), out, 64, 1, 0, NO_POSITION)
+    b.process_into(np.zeros(2 * 64, np.float32), out, 64, 1, 0, 10 * SR)
+    assert b.jumps == 3 and b.preset == 1
+    out[:] = 1
+    b.process_into(np.ones(2 * 64, np.float32), out, 64, 1, 0, 0, 1)  # the bridge's "at or before 0"
+    assert b.jumps == 4 and np.all(out == 0)  # a new stream, held: silence
+
+
+@pytest.mark.parametrize("before, quiet", [(0, 0), (1000, 0), (7000, 0), (1000, 300), (1000, 700), (1111, 0)])
+def test_backend_places_blocks_from_before_the_start_by_the_first_real_position(tiny_separator, sep, song, before,
+                                                                                 quiet):
+    """A DAW's pre-roll before a start at 0 arrives with no usable position (JUCE reports negative
+    times as 0): ``before`` samples of silence, then the track, which starts with ``quiet``
+    samples of digital silence. Run on the guess that the first block with sound starts at 0, the
+    bounce is exact from its first sample; when the guess is wrong (a silent first block, a track
+    that starts inside a block), the first real position re-places the stream: exact from there."""
+    b = PluginBackend(SR, model=tiny_separator)
+    lat, n = b.latency_samples, song.shape[1]
+    track = song.copy()
+    track[:, :quiet] = 0
+    pad = np.concatenate([np.zeros((2, before), np.float32), track, np.zeros((2, lat), np.float32)], axis=1)
+    # Ardour reports where a block's output is heard: its input's position minus the latency, so
+    # every block whose input starts at or before `lat` says 0 (JUCE's clamp): before the start
+    starts = range(0, pad.shape[1], 500)
+    out = [b.process(pad[:, i:i + 500], 1, False, BEFORE_START if i - before <= lat else i - before) for i in starts]
+    y = np.concatenate(out, axis=1)[:, before + lat:before + lat + n]
+    stem = sep.separate_array(track)[sep.stem_index("bass")]
+    first = next(i for i in starts if i - before > lat) - before - lat  # output index of the first placed block
+    wrong = (before + quiet) // 500 * 500 != before  # where the first block with sound starts
+    exact = first if wrong else 0
+    np.testing.assert_allclose(y[:2, exact:], stem[:, exact:], atol=1e-4)
+    np.testing.assert_allclose(y[2:, exact:], (track - stem)[:, exact:], atol=1e-4)
+    assert b.jumps == (2 if wrong else 1)  # the new stream; a wrong guess re-placed
+    if wrong and np.any(track[:, :first]):  # the guess put the track elsewhere: what was played before the fix is off
+        assert np.abs(y[:2, :first] - stem[:, :first]).max() > 1e-3
+
+
+def test_default_chunk_is_the_short_one_and_the_models_is_an_option(tiny_separator):
+    long = PluginBackend(SR, segment_seconds="model")  # the packaged default: its own 10 s chunk
+    short = PluginBackend(SR)
+    assert long.separator.segment == long.separator.info.segment_samples > DEFAULT_SEGMENT_SECONDS * SR
+    assert short.separator.segment == round(DEFAULT_SEGMENT_SECONDS * SR)
+    assert json.loads(short.info())["latency_samples"] == 110249  # 2.5 s: what docs/plugin.md states
+    assert json.loads(long.info())["latency_samples"] == 550399
+    tiny = PluginBackend(SR, model=tiny_separator)  # a model whose own chunk is shorter keeps it
+    assert tiny.separator.segment == Separator(tiny_separator).segment < DEFAULT_SEGMENT_SECONDS * SR
+    assert create(json.dumps({"segment_seconds": "model", "model": tiny_separator})).separator.segment \
+        == tiny.separator.segment
+    assert create(json.dumps({"segment_seconds": 0.5, "model": tiny_separator})).separator.segment == SR // 2
+    with pytest.raises(PluginError, match="segment_seconds must be a number of seconds or \"model\""):
+        create(json.dumps({"segment_seconds": "long"}))
+
+
 # ---------------------------------------------------------- pedalboard (a Python host) ----
 
 def test_pedalboard_lists_the_parameters(load):
@@ -222,6 +298,32 @@ def test_host_without_python_starts_its_own_and_matches(built, plugin_env, tmp_p
     assert np.all(y[:, :lat] == 0)
     want = stems[1] if rate == SR else aligned(StreamingSeparator(separator=sep, sample_rate=rate), x)[1]
     np.testing.assert_allclose(y[:, lat:], want, atol=1e-4)
+
+
+def test_host_transport_bounce_equals_the_offline_stem_after_any_preroll(built, plugin_env, tmp_path, sep, song,
+                                                                          stems):
+    """The host plays the song from timeline 0 as Ardour bounces it: the play head reports where
+    each block's output is heard (negative for the first latency's worth, which JUCE clamps to 0),
+    after a pre-roll with the transport stopped."""
+    env = {"DAWSEP_PYTHON_ENV": sys.prefix}
+    args = ["--set", "Preset=bass", "--set", "Effects=Off", "--position", "0"]
+    report, a, _ = render(built, tmp_path, song, "--block", "480", "--preroll", "7000", *args, env=env, name="a")
+    lat = report["latency_samples"]
+    np.testing.assert_allclose(a[:, lat:], stems[1], atol=1e-4)
+    _, b, _ = render(built, tmp_path, song, "--block", "256", "--preroll", "1000", *args, env=env, name="b")
+    np.testing.assert_array_equal(a, b)  # two bounces of the same session are equal
+
+
+def test_host_transport_started_later_cuts_the_tracks_grid(built, plugin_env, tmp_path, sep, song):
+    start = 30011  # the song placed so that the transport starts inside a chunk
+    env = {"DAWSEP_PYTHON_ENV": sys.prefix}
+    report, y, _ = render(built, tmp_path, song, "--block", "512", "--preroll", "2048", "--position", str(start),
+                          "--set", "Preset=bass", "--set", "Effects=Off", env=env)
+    proc = StreamingSeparator(separator=sep)
+    proc.reset(start)
+    want = aligned(proc, song)[1]
+    np.testing.assert_allclose(y[:, report["latency_samples"]:], want, atol=1e-4)
+    assert np.abs(want - aligned(StreamingSeparator(separator=sep), song)[1]).max() > 1e-3  # the grid matters
 
 
 def test_host_state_round_trip(built, plugin_env, tmp_path, song):

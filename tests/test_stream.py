@@ -226,3 +226,132 @@ def test_runner_reports_processor_errors_and_rejects_bad_blocks(sep):
     with RealtimeRunner(Broken(StreamingSeparator(separator=sep), 0), buffer_samples=0, realtime=False) as run:
         with pytest.raises(PluginError, match="model failed"):  # raised in the worker, surfaced here
             run.process(np.zeros((2, 16), np.float32))
+
+
+# ------------------------------------------------------------ the host's timeline ----
+
+def bounce(proc, x, start, block, preroll=0, tail=None):
+    """A DAW's bounce of ``x`` placed at timeline sample 0, from ``start``: ``preroll`` samples of
+    noise with the transport stopped (no position), then ``x[:, start:]`` and the latency's worth
+    of silence with positions; the output shifted back by the latency (offline-aligned)."""
+    junk = noise(preroll / 44100, 44100, seed=99)
+    for i in range(0, preroll, block):
+        proc.process(junk[:, i:i + block])  # the pre-roll: whatever comes out is not recorded
+    lat = proc.latency_samples
+    xx = np.concatenate([x[:, start:], np.zeros((2, lat if tail is None else tail), np.float32)], axis=1)
+    y = np.concatenate([proc.process(xx[:, i:i + block], position_samples=start + i)
+                        for i in range(0, xx.shape[1], block)], axis=-1)
+    return y[..., lat:lat + x.shape[1] - start]
+
+
+def test_a_bounce_from_the_session_start_equals_offline_after_any_preroll(sep):
+    """Chunks follow the timeline, not the last reset: a bounce that starts after a pre-roll (or
+    after anything else the processor saw) equals `dawsep separate` of the track; two bounces are equal."""
+    x = noise(1.5, 44100, seed=20)
+    offline = sep.separate_array(x)
+    proc = StreamingSeparator(separator=sep)
+    first = bounce(proc, x, 0, 512, preroll=3000)
+    np.testing.assert_allclose(first, offline, atol=1e-4)
+    second = bounce(proc, x, 0, 441, preroll=7777)  # another pre-roll, another block size
+    np.testing.assert_allclose(second, first, atol=1e-6)
+    assert proc.jumps == 2  # each bounce's first positioned block restarted the stream
+    # the old behaviour, for contrast: chunks counted from the pre-roll's start land elsewhere
+    proc.reset()
+    drift = feed(proc, np.concatenate([np.zeros((2, 3000), np.float32), x], axis=1), [512], proc.latency_samples)
+    drift = drift[..., proc.latency_samples + 3000:proc.latency_samples + 3000 + x.shape[1]]
+    assert np.abs(drift - offline).max() > 1e-2
+
+
+@pytest.mark.parametrize("start", [5000, 20000])
+def test_a_bounce_from_a_later_position_cuts_the_tracks_grid(sep, start):
+    """Started at ``start``, the stream is the offline separation of the track silenced before it;
+    past the first chunk that starts at or after ``start``, the offline separation of the track."""
+    x = noise(1.5, 44100, seed=21)
+    silenced = x.copy()
+    silenced[:, :start] = 0
+    proc = StreamingSeparator(separator=sep)
+    y = bounce(proc, x, start, 500, preroll=1234)
+    np.testing.assert_allclose(y, sep.separate_array(silenced)[..., start:], atol=1e-4)
+    hop = sep.segment - sep.overlap
+    clean = -(-start // hop) * hop + sep.overlap
+    np.testing.assert_allclose(y[..., clean - start:], sep.separate_array(x)[..., clean:], atol=1e-4)
+
+
+def test_a_jump_restarts_the_stream_there_and_no_position_keeps_todays_behaviour(sep):
+    x = noise(1.5, 44100, seed=22)
+    lat = StreamingSeparator(separator=sep).latency_samples
+    proc = StreamingSeparator(separator=sep)
+    for i in range(0, 9000, 600):  # playing from 0 ...
+        proc.process(x[:, i:i + 600], position_samples=i)
+    assert proc.jumps == 0
+    fresh = StreamingSeparator(separator=sep)
+    fresh.reset(30000)
+    xx = np.concatenate([x[:, 30000:], np.zeros((2, lat), np.float32)], axis=1)
+    got, want = [], []
+    for i in range(0, xx.shape[1], 600):  # ... then a locate to 30000: as a fresh stream started there
+        got.append(proc.process(xx[:, i:i + 600], position_samples=30000 + i))
+        want.append(fresh.process(xx[:, i:i + 600]))
+    assert proc.jumps == 1
+    np.testing.assert_array_equal(np.concatenate(got, axis=-1), np.concatenate(want, axis=-1))
+    # without positions (no play head, transport stopped) nothing restarts: chunks count from reset()
+    a, b = StreamingSeparator(separator=sep), StreamingSeparator(separator=sep)
+    # (b: positions from 0 for the first half, then the transport stops: the stream just goes on)
+    ya = feed(a, x, [700], 0)
+    yb = np.concatenate([b.process(x[:, i:i + 700], position_samples=i if i < 30000 else None)
+                         for i in range(0, x.shape[1], 700)], axis=-1)
+    np.testing.assert_array_equal(ya, yb)
+    assert np.abs(ya).max() > 0 and b.jumps == 0
+
+
+# ----------------------------------------------------------- overload of the worker ----
+
+class _Gate:
+    """A chain that does nothing until the test opens its gate: a worker as slow as it gets.
+    Counts its calls, and the resets the runner makes on it."""
+
+    def __init__(self):
+        import threading
+
+        self.open, self.max_block_size, self.latency_samples, self.sample_rate = threading.Event(), 512, 0, 44100
+        self.calls = self.resets = 0
+
+    def process(self, block):
+        self.open.wait()
+        self.calls += 1
+        return np.asarray(block, np.float32) * 2.0
+
+    def reset(self):
+        self.resets += 1
+
+
+def test_realtime_runner_queue_is_bounded_under_sustained_overload():
+    import time
+
+    gate = _Gate()
+    run = RealtimeRunner(gate, buffer_samples=1024, realtime=True, max_pending_samples=4096)
+    try:
+        x = noise(2.0, 44100, seed=30)
+        blocks = [x[:, i:i + 512] for i in range(0, x.shape[1] - 511, 512)]
+        run.process(blocks[0])
+        while run.pending_samples:  # the worker has taken block 0, and is stuck in it
+            time.sleep(0.001)
+        most = 0
+        for b in blocks[1:]:
+            y = run.process(b)
+            assert y.shape == (2, 512) and np.all(y == 0)  # nothing ready: silence, never a wait
+            most = max(most, run.pending_samples)
+        # the queue never grows past the bound: eight blocks fit, the ninth restarts the stream
+        assert most == 4096
+        restarts = list(range(9, len(blocks), 8))
+        assert run.overflows == len(restarts) and run.dropouts > 0
+        # The worker recovers: the abandoned blocks are never run, the processor is reset once, and
+        # the stream goes on from the block that restarted it, at the runner's fixed latency.
+        gate.open.set()
+        run.drain()
+        assert gate.calls == 1 + len(blocks) - restarts[-1] and gate.resets == 1
+        assert len(blocks) - restarts[-1] > 2  # so the buffer's silence has gone out: the next is audio
+        y = run.process(np.zeros((2, 512), np.float32))
+        np.testing.assert_array_equal(y, 2.0 * blocks[-2])  # 1024 samples (two blocks) of latency
+    finally:
+        gate.open.set()
+        run.close()

@@ -164,14 +164,15 @@ DSB_EXPORT int dsb_info(void* backend, double buffer_ms, char* out, int outlen, 
 }
 
 DSB_EXPORT int dsb_process(void* backend, const float* in, float* out, int n, int preset, int effects,
-                           char* err, int errlen) {
+                           long long position, int at_or_before, char* err, int errlen) {
   Gil gil;
   // Zero-copy views of the worker's buffers; the backend keeps no reference past the call.
   PyObject* vin = PyMemoryView_FromMemory((char*)in, (Py_ssize_t)n * 2 * sizeof(float), PyBUF_READ);
   PyObject* vout = PyMemoryView_FromMemory((char*)out, (Py_ssize_t)n * 4 * sizeof(float), PyBUF_WRITE);
   PyObject* r = nullptr;
   if (vin != nullptr && vout != nullptr)
-    r = PyObject_CallMethod((PyObject*)backend, "process_into", "OOiii", vin, vout, n, preset, effects);
+    r = PyObject_CallMethod((PyObject*)backend, "process_into", "OOiiiLi", vin, vout, n, preset, effects,
+                            position, at_or_before);
   Py_XDECREF(vin);
   Py_XDECREF(vout);
   if (r == nullptr) {

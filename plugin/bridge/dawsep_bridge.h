@@ -3,7 +3,7 @@
 // the bridge with dlopen and looks these up with dlsym; bump DSB_ABI when a signature changes.
 #pragma once
 
-#define DSB_ABI 2
+#define DSB_ABI 3
 
 extern "C" {
 // Errors come back as text in (err, errlen); calls that can fail return 0 on success.
@@ -22,9 +22,13 @@ typedef void (*dsb_thread_exit_fn)(void* token);
 typedef void* (*dsb_create_fn)(const char* config_json, char* err, int errlen);
 // backend.info(buffer_ms, or None when negative) as JSON text into (out, outlen).
 typedef int (*dsb_info_fn)(void* backend, double buffer_ms, char* out, int outlen, char* err, int errlen);
-// backend.process_into: n interleaved stereo frames in, n interleaved 4-row frames out.
+// backend.process_into: n interleaved stereo frames in, n interleaved 4-row frames out;
+// `position`: the first frame's sample on the host's timeline, or DSB_NO_POSITION when the host
+// gave none (no play head, transport stopped); `at_or_before`: 1 when the frame may lie anywhere
+// at or before `position` (the host said 0, which JUCE also reports for any negative time).
+#define DSB_NO_POSITION (-9223372036854775807LL - 1)
 typedef int (*dsb_process_fn)(void* backend, const float* in, float* out, int n, int preset,
-                              int effects, char* err, int errlen);
+                              int effects, long long position, int at_or_before, char* err, int errlen);
 typedef int (*dsb_reset_fn)(void* backend, char* err, int errlen);
 typedef void (*dsb_destroy_fn)(void* backend);
 }

@@ -4,10 +4,17 @@
 //
 //   dawsep-vst3-host PLUGIN.vst3 [--in IN.wav --out OUT.wav] [--block N] [--set NAME=VALUE]...
 //                    [--load-state F] [--save-state F] [--realtime] [--seconds S] [--no-tail]
+//                    [--position P [--preroll N]]
 //
 // OUT holds IN (looped or cut to --seconds when given) followed by the reported latency's worth
 // of silence pushed through, so it contains the whole delayed signal. A JSON report goes to
 // stdout. Exit 0 whenever the plugin loaded and the file rendered, whatever the plugin did.
+//
+// Without --position the host has no play head (as pedalboard). With it, the transport plays IN
+// from timeline sample P the way Ardour bounces it: the play head reports where each block's
+// output is heard (its input's position minus the declared latency, so negative during the first
+// latency's worth of blocks when P is 0); --preroll first feeds N samples of silence with the
+// transport stopped (Ardour's export pre-roll), whose output is not written.
 #include <juce_audio_formats/juce_audio_formats.h>
 #include <juce_audio_processors/juce_audio_processors.h>
 
@@ -29,6 +36,20 @@ int usage(const char* why) {
                why);
   return 2;
 }
+
+// The transport: stopped, or playing at `position` (the next block's first sample).
+struct Transport : juce::AudioPlayHead {
+  bool playing = false;
+  int64_t position = 0;
+  double rate = 44100;
+  juce::Optional<PositionInfo> getPosition() const override {
+    PositionInfo info;
+    info.setIsPlaying(playing);
+    info.setTimeInSamples(position);
+    info.setTimeInSeconds((double)position / rate);
+    return info;
+  }
+};
 
 juce::String normalise(const juce::String& s) { return s.toLowerCase().replaceCharacter(' ', '_'); }
 
@@ -59,6 +80,8 @@ int main(int argc, char** argv) {
   juce::String pluginPath = argv[1], inPath, outPath, loadState, saveState;
   int block = 512;
   double seconds = 0;
+  bool transport = false;
+  int64_t position = 0, preroll = 0;
   bool realtime = false, tail = true;
   juce::StringArray sets;
   for (int i = 2; i < argc; ++i) {
@@ -73,9 +96,12 @@ int main(int argc, char** argv) {
     else if (a == "--seconds") seconds = value().getDoubleValue();
     else if (a == "--realtime") realtime = true;
     else if (a == "--no-tail") tail = false;
+    else if (a == "--position") transport = true, position = value().getLargeIntValue();
+    else if (a == "--preroll") preroll = value().getLargeIntValue();
     else return usage(("unknown option " + a).toRawUTF8());
   }
   if (block < 1) return usage("--block must be >= 1");
+  if (preroll < 0 || (preroll > 0 && !transport)) return usage("--preroll needs --position and must be >= 0");
   if (inPath.isEmpty() != outPath.isEmpty()) return usage("--in and --out go together");
 
   juce::ScopedJuceInitialiser_GUI juce;  // a message manager: JUCE's VST3 hosting needs one
@@ -125,6 +151,9 @@ int main(int argc, char** argv) {
     param->setValueNotifyingHost(param->getValueForText(text));
   }
 
+  Transport head;
+  head.rate = rate;
+  if (transport) plugin->setPlayHead(&head);
   plugin->setNonRealtime(!realtime);
   // JUCE's VST3 hosting reads the latency before activating the plugin, and the plugin only
   // knows it once activated (prepareToPlay loads the model); a DAW takes the plugin's
@@ -150,8 +179,15 @@ int main(int argc, char** argv) {
     juce::AudioBuffer<float> buf(2, block);
     juce::MidiBuffer midi;
     callbackMs.reserve((size_t)(total / block + 1));
+    for (int64_t at = 0; at < preroll; at += block) {  // transport stopped: nothing is written
+      buf.setSize(2, (int)std::min<int64_t>(block, preroll - at), false, false, true);
+      buf.clear();
+      plugin->processBlock(buf, midi);
+    }
+    head.playing = true;
     auto start = std::chrono::steady_clock::now();
     for (int at = 0, k = 0; at < total; at += block, ++k) {
+      head.position = position + at - latency;  // where this block's output is heard
       int m = std::min(block, total - at);
       buf.setSize(2, m, false, false, true);
       for (int c = 0; c < 2; ++c) {

@@ -62,15 +62,18 @@ bool Engine::prepare(double sampleRate, int maxBlock, const Config& cfg, std::st
   const Bridge& b = Runtime::bridge();
   char err[4096] = {0};
   char cfgJson[4096];
+  char segment[64];  // seconds, 0 for the plugin's default, or "model" (the model's own chunk)
+  if (cfg.segmentSeconds < 0) std::snprintf(segment, sizeof segment, "\"model\"");
+  else std::snprintf(segment, sizeof segment, "%.9g", cfg.segmentSeconds);
   std::string model;  // JSON-escaped
   for (char ch : cfg.model) {
     if (ch == '"' || ch == '\\') model += '\\';
     model += ch;
   }
   std::snprintf(cfgJson, sizeof cfgJson,
-                "{\"sample_rate\": %d, \"model\": %s%s%s, \"segment_seconds\": %.9g, \"threads\": %d}",
+                "{\"sample_rate\": %d, \"model\": %s%s%s, \"segment_seconds\": %s, \"threads\": %d}",
                 (int)std::lround(sampleRate), model.empty() ? "null" : "\"", model.c_str(), model.empty() ? "" : "\"",
-                cfg.segmentSeconds, cfg.threads);
+                segment, cfg.threads);
   if (backend_ != nullptr && backendKey_ == cfgJson) {
     if (b.reset(backend_, err, sizeof err) != 0) {
       message = err;
@@ -111,6 +114,9 @@ bool Engine::prepare(double sampleRate, int maxBlock, const Config& cfg, std::st
   dryPos_ = 0;
   prime_ = buffer_;
   owed_ = pushed_ = taken_ = 0;
+  expected_ = kNoPosition;
+  beforeStart_ = false;
+  timeline_ = cfg.timeline;
   resync_ = primedControls_ = false;
   resetRequested_ = failed_ = false;
   while (sem_trywait(&wake_) == 0) {}
@@ -164,6 +170,8 @@ void Engine::run() {
     size_t count = 1;
     long total = d.n;
     while (descs_.peek(next, count) && !next.reset && next.preset == d.preset && next.effects == d.effects &&
+           !d.atOrBefore && !next.atOrBefore &&
+           next.position == (d.position == kNoPosition ? kNoPosition : d.position + total) &&
            total + (long)next.n <= maxChunk_) {
       total += next.n;
       ++count;
@@ -177,7 +185,9 @@ void Engine::run() {
       int k = (int)std::min<long>(total - done, maxChunk_);
       in_.read(in.data(), (size_t)k);  // written before its descriptor, so it is there
       auto t0 = Clock::now();
-      if (b.process(backend_, &in[0].v[0], &out[0].v[0], k, d.preset, d.effects, err, sizeof err) != 0) {
+      const long long position = d.position == kNoPosition ? kNoPosition : (long long)(d.position + done);
+      if (b.process(backend_, &in[0].v[0], &out[0].v[0], k, d.preset, d.effects, position, d.atOrBefore, err,
+                    sizeof err) != 0) {
         fail(err);
         quit_ = true;
         break;
@@ -201,6 +211,13 @@ void Engine::run() {
 
 bool Engine::takeOutput(int n, bool nonRealtime) {
   Frame4* dst = scratchOut_.data();
+  {  // frames of a stream that was reset go as soon as they are there, primed silence or not,
+     // so the worker never waits on a ring full of them
+    long drop = std::min(owed_, (long)out_.readable());
+    out_.skip((size_t)drop);
+    owed_ -= drop;
+    taken_ += drop;
+  }
   long k = std::min<long>(prime_, n);
   std::memset(dst, 0, sizeof(Frame4) * (size_t)k);
   prime_ -= k;
@@ -230,32 +247,60 @@ bool Engine::takeOutput(int n, bool nonRealtime) {
   return true;
 }
 
+int64_t Engine::inputPosition(int64_t hostPosition) const {
+  if (hostPosition == kNoPosition || timeline_ == Config::Timeline::off) return kNoPosition;
+  // Ardour reports where a block's output is heard (it compensates our latency by feeding us the
+  // input that much earlier); a host that reports the input's own position says timeline = input.
+  // (A 0 may be any negative time: JUCE clamps them. The block then carries atOrBefore, and the
+  // backend guesses the pre-roll began at 0, fixed by the first real position if wrong.)
+  return hostPosition + (timeline_ == Config::Timeline::output ? latency_ : 0);
+}
+
 void Engine::process(const float* const* in, float* const* out, int channels, int n, const Controls& c,
-                     bool nonRealtime) {
+                     bool nonRealtime, int64_t hostPosition, bool atOrBeforeZero) {
   if (n > (int)scratchIn_.size()) {  // a host block larger than announced: in pieces
     int step = (int)scratchIn_.size();
     for (int at = 0; at < n; at += step) {
       int k = std::min(step, n - at);
       const float* i2[2] = {in[0] + at, in[channels > 1 ? 1 : 0] + at};
       float* o2[2] = {out[0] + at, out[channels > 1 ? 1 : 0] + at};
-      process(i2, o2, channels, k, c, nonRealtime);
+      process(i2, o2, channels, k, c, nonRealtime, hostPosition == kNoPosition ? kNoPosition : hostPosition + at,
+              atOrBeforeZero && at == 0);
     }
     return;
   }
+  const int64_t position = inputPosition(hostPosition);
   auto t0 = Clock::now();
   const float* inR = in[channels > 1 ? 1 : 0];
   for (int i = 0; i < n; ++i) scratchIn_[(size_t)i] = Frame2{{in[0][i], inR[i]}};
 
+  // A position that does not continue the last block: the stream restarts there, in-band. Blocks
+  // at or before the start are one stream with whatever real position follows them (the backend
+  // checks its guess of where they lay against it).
+  const bool beforeStart = position != kNoPosition && atOrBeforeZero;
+  bool jump = false;
+  if (beforeStart) jump = !beforeStart_;
+  else if (position != kNoPosition) jump = !beforeStart_ && position != expected_;
+  beforeStart_ = beforeStart;
+  expected_ = position == kNoPosition ? kNoPosition : position + n;
+  if (position != kNoPosition && !beforeStart) {
+    positioned_++;
+    int64_t none = kNoPosition;
+    firstPosition_.compare_exchange_strong(none, position);
+  }
+  if (jump) jumps_++;
+  if (nonRealtime) nonRealtime_++;
   bool ok = !failed_.load();
   if (ok) {
-    bool reset = resetRequested_.exchange(false) || resync_;
+    bool reset = resetRequested_.exchange(false) || resync_ || jump;
     if (in_.writable() >= (size_t)n && descs_.writable() >= 1) {
       if (reset) {  // in-band: frames queued before it are discarded as they come
         owed_ = pushed_ - taken_;
         prime_ = buffer_;
         resync_ = false;
       }
-      const BlockDesc desc{(uint32_t)n, (uint8_t)c.preset, (uint8_t)c.effects, (uint8_t)reset, 0};
+      const BlockDesc desc{(uint32_t)n, (uint8_t)c.preset, (uint8_t)c.effects, (uint8_t)reset, (uint8_t)beforeStart,
+                           position};
       in_.write(scratchIn_.data(), (size_t)n);
       descs_.write(&desc, 1);
       pushed_ += n;
@@ -311,6 +356,10 @@ EngineStats Engine::stats() const {
   s.dropouts = dropouts_.load();
   s.droppedSamples = droppedSamples_.load();
   s.overflows = overflows_.load();
+  s.jumps = jumps_.load();
+  s.positionedBlocks = positioned_.load();
+  s.nonRealtimeBlocks = nonRealtime_.load();
+  s.firstPosition = firstPosition_.load() == kNoPosition ? -1 : firstPosition_.load();
   auto firstN = [](const auto& v, long count) {
     return std::vector<typename std::decay_t<decltype(v)>::value_type>(
         v.begin(), v.begin() + std::min<long>(count, (long)v.size()));
@@ -328,7 +377,9 @@ EngineStats Engine::stats() const {
 }
 
 void Engine::resetStats() {
-  nCallbacks_ = nWorker_ = dropouts_ = droppedSamples_ = overflows_ = workerSamplesTotal_ = 0;
+  nCallbacks_ = nWorker_ = dropouts_ = droppedSamples_ = overflows_ = workerSamplesTotal_ = jumps_ = positioned_ = 0;
+  nonRealtime_ = 0;
+  firstPosition_ = kNoPosition;
   workerTotalMs_ = 0;
 }
 

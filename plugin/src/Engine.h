@@ -5,6 +5,11 @@
 // the output FIFO: never a lock, an allocation or a Python call. The worker thread runs the
 // Python backend (dawsep.plugin_backend) on whatever has arrived and fills the output FIFO.
 //
+// Timeline: each block carries where its input lies on the host's timeline (kNoPosition when the
+// transport is stopped or the host gives no play head); a position that does not follow the
+// previous block (a locate, a loop, the start of a bounce) restarts the stream in-band there, and
+// the backend cuts its model chunks on the timeline's grid, as `dawsep separate` cuts the track.
+//
 // Latency: the output stream starts with `buffer` samples of silence (the worker's head start)
 // and the backend's own output is delayed by its `model latency`, so the declared latency is
 // their sum and never moves. Real time: a frame the worker has not produced in time is output as
@@ -16,6 +21,7 @@
 #include <semaphore.h>
 
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -27,11 +33,14 @@
 
 namespace dawsep {
 
+constexpr int64_t kNoPosition = DSB_NO_POSITION;  // a block's timeline position is unknown
+
 struct Frame2 { float v[2]; };
 struct Frame4 { float v[4]; };  // isolate L, R, remove L, R
 struct BlockDesc {
   uint32_t n;
-  uint8_t preset, effects, reset, pad;
+  uint8_t preset, effects, reset, atOrBefore;  // atOrBefore: `position` or anywhere before it
+  int64_t position;  // the block's first sample on the host's timeline, or kNoPosition
 };
 
 struct Controls {  // parameter values for one block, read by the audio thread from the host
@@ -44,6 +53,9 @@ struct Controls {  // parameter values for one block, read by the audio thread f
 
 struct EngineStats {
   long dropouts = 0, droppedSamples = 0, overflows = 0, callbacks = 0, workerCalls = 0;
+  long jumps = 0, positionedBlocks = 0;  // transport jumps (stream restarts); blocks with a position
+  long nonRealtimeBlocks = 0;            // blocks the host marked offline (a bounce)
+  int64_t firstPosition = -1;            // input position of the first positioned block (-1: none)
   double callbackMedianUs = 0, callbackWorstUs = 0, callbackP99Us = 0;
   double workerMedianMs = 0, workerWorstMs = 0, workerP99Ms = 0, workerMedianLoad = 0, workerWorstLoad = 0;
   long workerMedianSamples = 0;
@@ -66,9 +78,11 @@ class Engine {
   int modelLatencySamples() const { return latency_ - buffer_; }
   const std::string& backendInfo() const { return info_; }
 
-  // Audio thread. `in`/`out` may alias (JUCE's in-place buffer); channels 1 or 2.
+  // Audio thread. `in`/`out` may alias (JUCE's in-place buffer); channels 1 or 2. `hostPosition`:
+  // the play head's position while the transport plays (its meaning: Config::timeline), else
+  // kNoPosition; `atOrBeforeZero`: the host said 0, which JUCE also reports for any negative time.
   void process(const float* const* in, float* const* out, int channels, int n, const Controls& c,
-               bool nonRealtime);
+               bool nonRealtime, int64_t hostPosition = kNoPosition, bool atOrBeforeZero = false);
   void requestReset() { resetRequested_.store(true); }  // any thread; applied in-band
 
   std::function<void(const std::string&)> onFailure;  // called on the worker thread
@@ -80,6 +94,7 @@ class Engine {
 
  private:
   void run();
+  int64_t inputPosition(int64_t hostPosition) const;
   void stopWorker();
   void fail(const std::string& message);
   bool takeOutput(int n, bool nonRealtime);
@@ -104,6 +119,9 @@ class Engine {
   long owed_ = 0;       // frames to discard when they arrive (late after a dropout, or pre-reset)
   long pushed_ = 0, taken_ = 0;  // frames into the worker / out of the output FIFO since prepare
   bool resync_ = false;
+  int64_t expected_ = kNoPosition;  // the input position that continues the last block
+  bool beforeStart_ = false;         // the last block was at or before the timeline's start
+  Config::Timeline timeline_ = Config::Timeline::output;
   std::vector<Frame2> scratchIn_;
   std::vector<Frame4> scratchOut_;
   std::vector<float> dry_;  // delay line of the input by the latency (bypass, failure)
@@ -115,6 +133,8 @@ class Engine {
   std::vector<float> callbackUs_, workerMs_, workerLoad_;
   std::vector<int> workerSamples_;
   std::atomic<long> nCallbacks_{0}, nWorker_{0}, dropouts_{0}, droppedSamples_{0}, overflows_{0};
+  std::atomic<long> jumps_{0}, positioned_{0}, nonRealtime_{0};
+  std::atomic<int64_t> firstPosition_{kNoPosition};
   std::atomic<long> workerSamplesTotal_{0};
   std::atomic<double> workerTotalMs_{0};
 };

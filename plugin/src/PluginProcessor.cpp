@@ -143,6 +143,8 @@ void Processor::writeStats() {
       << ", \"worker_median_samples\": " << s.workerMedianSamples << ", \"worker_total_ms\": " << s.workerTotalMs
       << ", \"audio_seconds\": " << s.audioSeconds << ", \"dropouts\": " << s.dropouts
       << ", \"dropped_samples\": " << s.droppedSamples << ", \"overflows\": " << s.overflows
+      << ", \"transport_jumps\": " << s.jumps << ", \"positioned_blocks\": " << s.positionedBlocks
+      << ", \"first_position\": " << s.firstPosition << ", \"nonrealtime_blocks\": " << s.nonRealtimeBlocks
       << ", \"backend\": " << (engine_.backendInfo().empty() ? "null" : engine_.backendInfo()) << "}\n";
   engine_.resetStats();
 }
@@ -164,8 +166,22 @@ void Processor::processBlock(juce::AudioBuffer<float>& buffer, juce::MidiBuffer&
   c.gainDb = gain_->get();
   c.mix = mix_->get() / 100.0f;
   c.bypass = bypass_->get();
+  // Where the block lies on the timeline while the transport plays: the model's chunks are cut on
+  // the timeline's grid, as `dawsep separate` cuts the track, and a jump restarts the stream.
+  int64_t position = kNoPosition;
+  bool atOrBeforeZero = false;
+  if (auto* head = getPlayHead())
+    if (auto info = head->getPosition())
+      if (info->getIsPlaying())
+        if (auto t = info->getTimeInSamples()) {
+          position = *t;
+          // JUCE's VST3 wrapper clamps a negative project time (a pre-roll before the timeline's
+          // start) to 0. (The musical position is not clamped, but Ardour rounds it to ticks:
+          // +-11 samples at 120 BPM, useless for a sample grid.)
+          atOrBeforeZero = position == 0;
+        }
   engine_.process(buffer.getArrayOfReadPointers(), buffer.getArrayOfWritePointers(), channels, n, c,
-                  isNonRealtime());
+                  isNonRealtime() || config_.offline, position, atOrBeforeZero);
 }
 
 void Processor::getStateInformation(juce::MemoryBlock& dest) {

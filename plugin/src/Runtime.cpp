@@ -255,12 +255,17 @@ Config Config::load() {
   auto seg = pick("DAWSEP_PLUGIN_SEGMENT", "segment_seconds");
   auto buf = pick("DAWSEP_PLUGIN_BUFFER_MS", "buffer_ms");
   auto thr = pick("DAWSEP_PLUGIN_THREADS", "threads");
-  c.segmentSeconds = seg.empty() ? 0.0 : std::atof(seg.c_str());
+  c.segmentSeconds = seg.empty() ? 0.0 : seg == "model" ? -1.0 : std::atof(seg.c_str());
   c.bufferMs = buf.empty() ? -1.0 : std::atof(buf.c_str());
   c.threads = thr.empty() ? 1 : std::max(1, std::atoi(thr.c_str()));
   c.logFile = pick("DAWSEP_PLUGIN_LOG", "log");
   if (c.logFile.empty() && !env("HOME").empty()) c.logFile = env("HOME") + "/.cache/dawsep/plugin.log";
   c.statsFile = pick("DAWSEP_PLUGIN_STATS", "stats");
+  auto offline = pick("DAWSEP_PLUGIN_OFFLINE", "offline");
+  c.offline = offline == "1" || offline == "true" || offline == "yes" || offline == "on";
+  auto timeline = pick("DAWSEP_PLUGIN_TIMELINE", "timeline");
+  c.timeline = timeline == "input" ? Config::Timeline::input
+               : timeline == "off" ? Config::Timeline::off : Config::Timeline::output;
   return c;
 }
 

@@ -18,11 +18,20 @@ struct Config {
   std::string pythonEnv;   // python_env / DAWSEP_PYTHON_ENV: a venv (or a Python prefix)
   std::string libpython;   // libpython / DAWSEP_LIBPYTHON: explicit libpythonX.Y.so path
   std::string model;       // model / DAWSEP_PLUGIN_MODEL: registry name or .onnx path
-  double segmentSeconds = 0;  // segment_seconds / DAWSEP_PLUGIN_SEGMENT: model chunk (0: the model's)
+  double segmentSeconds = 0;  // segment_seconds / DAWSEP_PLUGIN_SEGMENT: model chunk (0: the plugin's
+                              // default, dawsep.plugin_backend; -1 for "model": the model's own)
   double bufferMs = -1;    // buffer_ms / DAWSEP_PLUGIN_BUFFER_MS: worker buffer (-1: automatic)
   int threads = 1;         // threads / DAWSEP_PLUGIN_THREADS: ONNX Runtime threads
   std::string logFile;     // log / DAWSEP_PLUGIN_LOG (default ~/.cache/dawsep/plugin.log; "-": none)
   std::string statsFile;   // stats / DAWSEP_PLUGIN_STATS: JSON timing stats written on release
+  // timeline / DAWSEP_PLUGIN_TIMELINE: what the host's play head position means. "output" (Ardour):
+  // where the block's output is heard, its input lying the declared latency later on the
+  // timeline; "input": where the block's input lies; "off": ignore it (chunks from the last reset).
+  enum class Timeline { output, input, off } timeline = Timeline::output;
+  // offline / DAWSEP_PLUGIN_OFFLINE (1/true/yes/on): always wait for the worker, as in a host's
+  // non-real-time render, for hosts that bounce without saying so (Ardour 7.3's export runs its
+  // plugins in real-time mode): exact bounces, but a blocked audio thread if used for playback.
+  bool offline = false;
   std::string pythonEnvFrom;  // where python_env came from ("DAWSEP_PYTHON_ENV" or a conf path)
 
   static Config load();
