@@ -80,7 +80,7 @@ def test_default_model_loads_for_training_with_its_documented_config():
         init_from.separator(path, "tfctdf", {"fold": 4})
     with pytest.raises(InitFromError, match="not 'unet'"):
         init_from.separator(path, "unet")
-    with pytest.raises(InitFromError, match="not a PianoTranscriber"):
+    with pytest.raises(InitFromError, match="is not a transcriber.s"):
         init_from.transcriber(path)
 
 
