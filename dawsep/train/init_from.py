@@ -104,13 +104,19 @@ _LSTM_ORDER = [0, 2, 3, 1]  # torch i, f, g, o  <-  ONNX i, o, f, c
 
 def _resolve(scope: list[str], modules: dict[str, nn.Module]) -> str | None:
     """Module path of an exporter scope: each part names a module relative to one of its
-    ancestors in the scope (``/enc.0/tfc/layers.0/layers.0.0`` -> ``enc.0.tfc.layers.0.0``)."""
+    ancestors in the scope (``/enc.0/tfc/layers.0/layers.0.0`` -> ``enc.0.tfc.layers.0.0``).
+    A module that calls a grandchild directly names it by its last attribute only; such a
+    module declares ``onnx_scope_aliases`` (``{"tfc": "enc.0.tfc"}``, relative to itself)."""
     stack = [""]
     for part in scope:
         for base in reversed(stack):
             cand = f"{base}.{part}" if base else part
             if cand in modules:
                 stack.append(cand)
+                break
+            alias = getattr(modules.get(base) if base else modules.get(""), "onnx_scope_aliases", {}).get(part)
+            if alias and (f"{base}.{alias}" if base else alias) in modules:
+                stack.append(f"{base}.{alias}" if base else alias)
                 break
         else:
             return None
@@ -185,7 +191,9 @@ def onnx_state_dict(model: nn.Module, path: str, example: torch.Tensor) -> tuple
     from onnx import numpy_helper
 
     proto = onnx.load(path)
-    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    # an initializer that is also a graph input is an optional input's default (``stem_ids``), not a weight
+    inputs = {i.name for i in proto.graph.input}
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer if i.name not in inputs}
     # The exporter stores equal tensors once and gives the other names back through Identity nodes.
     alias = {n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "Identity" and n.input[0] in inits}
     inits.update({out_name: inits[src] for out_name, src in alias.items()})
@@ -249,6 +257,8 @@ def onnx_state_dict(model: nn.Module, path: str, example: torch.Tensor) -> tuple
                     put(f"{path_}.bias", b, ins[2])
         elif op == "MatMul" and isinstance(mod, nn.Linear) and ins[1] in inits:
             put(f"{path_}.weight", inits[ins[1]].T, ins[1])
+        elif op == "MatMul" and getattr(mod, "onnx_matmul_transposed", None) and ins[1] in inits:
+            put(f"{path_}.{mod.onnx_matmul_transposed}", inits[ins[1]].T, ins[1])  # x @ param.t()
         elif op == "Add" and isinstance(mod, (nn.Linear, nn.GroupNorm)) and len(have) == 1:
             put(f"{path_}.bias", inits[have[0]], have[0])
         elif op == "Mul" and isinstance(mod, nn.GroupNorm) and len(have) == 1:
@@ -298,8 +308,24 @@ def onnx_state_dict(model: nn.Module, path: str, example: torch.Tensor) -> tuple
     return state, Loaded(folded=sorted(bn_missing), dead=dead)
 
 
+class _ExportView(nn.Module):
+    """The module tree a conditioned separator is exported under (``export/separator.py``'s
+    ``_StemSelect``: every tensor and scope of its graph is named under ``model.``)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        return self.model(mix)
+
+
 def load_onnx_weights(model: nn.Module, path: str, example: torch.Tensor) -> Loaded:
     """Fill ``model`` in place from ``path`` (see :func:`onnx_state_dict`)."""
+    if getattr(model, "conditioned", False):
+        info = load_onnx_weights(_ExportView(model), path, example)
+        return Loaded(folded=[n.removeprefix("model.") for n in info.folded],
+                      dead=[n.removeprefix("model.") for n in info.dead])
     state, info = onnx_state_dict(model, path, example)
     missing, unexpected = model.load_state_dict(state, strict=False)
     left = [k for k in missing if not k.endswith(_SKIP) and k not in info.dead]

@@ -62,6 +62,8 @@ class LaSAFT(nn.Module):
         self.query = nn.Linear(embed_dim, d_k)
         self.keys = nn.Parameter(torch.randn(n_latent, d_k))
 
+    onnx_matmul_transposed = "keys"  # exported as a MatMul by keys.T (init_from maps it back)
+
     def attention(self, z: torch.Tensor) -> torch.Tensor:
         """``z [B, E]`` -> weights of the latent sources ``[B, n_latent]`` (rows sum to 1)."""
         return torch.softmax(self.query(z) @ self.keys.t() * self.scale, dim=-1)
@@ -145,6 +147,8 @@ class LaSAFTNet(MaskSeparator):
 
     arch = "lasaft"
     conditioned = True  # forward takes stem_ids; trainers and the exporter look for this
+    # the first block's TFC runs once per mixture, called from here: the exporter scopes it "tfc"
+    onnx_scope_aliases = {"tfc": "enc.0.tfc"}
 
     def __init__(self, channels: tuple[int, ...] = (32, 48, 64, 96, 128), layers: int = 2, bf: int = 8,
                  fold: int = 8, n_latent: int = 4, embed_dim: int = 32, d_k: int = 32,

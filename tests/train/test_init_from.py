@@ -92,7 +92,8 @@ def _export_separator(model, path):
     return str(path)
 
 
-@pytest.mark.parametrize("arch", ["tfctdf-softmax", "unet", "umx", "umx-uni", "convtasnet", "demucs"])
+@pytest.mark.parametrize("arch", ["tfctdf-softmax", "unet", "umx", "umx-uni", "convtasnet", "demucs", "lasaft",
+                                  "lasaft-film"])
 def test_tiny_separator_round_trip(tmp_path, arch):
     """torch -> ONNX -> init_from gives back the same function; what was not folded comes back bit-exact."""
     src = randomize(tiny(arch))
