@@ -165,20 +165,25 @@ def test_runner_chain_and_reset(tiny_separator):
     np.testing.assert_array_equal(y[:, 1024:], ref[:, :-1024])
 
 
-class _Slow:
-    """A processor whose every 8th call stalls, as a model call does once per chunk."""
+class _Gated:
+    """A processor whose every ``every``-th call stalls until the test opens its gate, as a model
+    call stalls once per chunk; the test decides how many host blocks a stall spans, so what drops
+    out does not depend on the machine's speed or load."""
 
-    def __init__(self, inner, stall_s):
-        self.inner, self.stall_s, self.calls = inner, stall_s, 0
+    def __init__(self, inner, every=8):
+        import threading
+
+        self.inner, self.every, self.calls = inner, every, 0
         self.max_block_size, self.latency_samples = inner.max_block_size, inner.latency_samples
         self.stems = inner.stems
+        self.stalled, self.gate = threading.Event(), threading.Event()
 
     def process(self, block):
-        import time
-
         self.calls += 1
-        if self.calls % 8 == 0:
-            time.sleep(self.stall_s)
+        if self.calls % self.every == 0:
+            self.stalled.set()
+            assert self.gate.wait(30), "the host never got past the stall: process() waited for the worker"
+            self.gate.clear()
         return self.inner.process(block)
 
     def reset(self):
@@ -187,35 +192,64 @@ class _Slow:
 
 
 def test_realtime_runner_never_waits_drops_late_samples_and_keeps_its_latency(sep):
+    """Every 8th block stalls the worker for 3 host blocks: process() returns anyway (it would
+    deadlock otherwise), exactly those 3 blocks are silence, the late samples are discarded when
+    they come, and everything else is the processor's output at the fixed latency."""
     import time
 
+    block, every, span = 256, 8, 3
     x = noise(0.5, 44100, seed=10)
-    ref = feed(StreamingSeparator(separator=sep), x, [256], 4096)
-    # stalls of 20 ms every 8 blocks of 5.8 ms: the average load is < 1, but the 256-sample buffer
-    # cannot cover a stall, so the blocks after each one drop out, until the worker catches up
-    run = RealtimeRunner(_Slow(StreamingSeparator(separator=sep), 0.02), buffer_samples=256, realtime=True)
+    ref = feed(StreamingSeparator(separator=sep), x, [block], 4096)
+    proc = _Gated(StreamingSeparator(separator=sep), every)
+    run = RealtimeRunner(proc, buffer_samples=block, realtime=True)
+
+    def caught_up(n):  # the worker has finished (and queued the output of) n blocks
+        deadline = time.monotonic() + 30
+        while len(run.worker_ms) < n:
+            assert time.monotonic() < deadline, "worker stuck"
+            time.sleep(0.001)
+
     try:
         xx = np.concatenate([x, np.zeros((2, 4096), np.float32)], axis=1)
-        out, t0 = [], time.perf_counter()
-        for i, pos in enumerate(range(0, xx.shape[1], 256)):
-            out.append(run.process(xx[:, pos:pos + 256]))
-            time.sleep(max(0.0, t0 + (i + 1) * 256 / 44100 - time.perf_counter()))  # real-time pacing
+        starts = range(0, xx.shape[1], block)
+        out, done, stalls, i = [], 0, 0, 0
+        while i < len(starts):
+            out.append(run.process(xx[:, starts[i]:starts[i] + block]))
+            i += 1
+            if proc.stalled.wait(0) if i % every else proc.stalled.wait(30):  # block i-1 stalls
+                proc.stalled.clear()
+                for _ in range(min(span, len(starts) - i)):  # the host plays on through the stall
+                    out.append(run.process(xx[:, starts[i]:starts[i] + block]))
+                    i += 1
+                proc.gate.set()
+                stalls += 1
+            caught_up(i)
         y = np.concatenate(out, axis=-1)
-        assert run.dropouts > 0 and run.dropped_samples > 0  # so process() returned without waiting
+        assert stalls == len(starts) // every
         # every sample is either silence (dropped) or exactly the processor's, at the fixed latency
-        shifted = ref[..., : y.shape[-1] - 256]
-        body = y[..., 256:]
+        shifted = ref[..., : y.shape[-1] - block]
+        body = y[..., block:]
         same = np.all(body == shifted, axis=(0, 1))
         silent = np.all(body == 0, axis=(0, 1))
         assert np.all(same | silent)
-        # some of the signal got through exactly (how much depends on the machine's load: no share is asserted)
-        assert same[np.any(shifted != 0, axis=(0, 1))].any()
+        # the blocks played during each stall, and only those, dropped out: 5 of every 8 got through
+        expect = np.ones(len(starts) - 1, bool)
+        for s in range(every - 1, len(starts), every):
+            expect[s:s + span] = False
+        assert run.dropouts == (~expect).sum() and run.dropped_samples == block * run.dropouts
+        k = np.arange(len(expect))
+        sounding = np.array([np.any(shifted[..., j * block:(j + 1) * block] != 0) for j in k])
+        got = np.array([same[j * block:(j + 1) * block].all() for j in k])
+        assert sounding.sum() > len(k) // 2
+        np.testing.assert_array_equal(got[sounding], expect[sounding])
+        assert same[np.any(shifted != 0, axis=(0, 1))].mean() > 0.5
     finally:
+        proc.gate.set()
         run.close()
 
 
 def test_runner_reports_processor_errors_and_rejects_bad_blocks(sep):
-    class Broken(_Slow):
+    class Broken(_Gated):
         def process(self, block):
             raise PluginError("model failed")
 
@@ -224,7 +258,7 @@ def test_runner_reports_processor_errors_and_rejects_bad_blocks(sep):
             run.process(np.zeros((2, 513), np.float32))
         with pytest.raises(PluginError, match="1 or 2 channels"):
             run.process(np.zeros((3, 16), np.float32))
-    with RealtimeRunner(Broken(StreamingSeparator(separator=sep), 0), buffer_samples=0, realtime=False) as run:
+    with RealtimeRunner(Broken(StreamingSeparator(separator=sep)), buffer_samples=0, realtime=False) as run:
         with pytest.raises(PluginError, match="model failed"):  # raised in the worker, surfaced here
             run.process(np.zeros((2, 16), np.float32))
 
