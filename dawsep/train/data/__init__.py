@@ -5,7 +5,8 @@ Modules (rendering never imports torch; only ``dataset`` does):
 - ``theory``, ``arrange``: harmony and the generated five-part arrangements (seven styles).
 - ``m21``: music21 corpus pieces arranged over the stems; ``piano_solo``: solo piano performances.
 - ``render``: FluidSynth via ctypes, every part in one pass to its own buffer (audio groups).
-- ``sampler``: numpy sample playback (Iowa Steinway, Hydrogen and one-shot drum kits);
+- ``sampler``: numpy sample playback of a ``samples`` set: ``iowa`` (the Iowa Steinway, tuned by
+  ``pitch``), ``hydrogen`` and ``oneshot`` drum kits (GM-mapped by ``drum_map``);
   ``timidity``: Freepats through TiMidity++; ``procedural_piano``: a physically motivated piano.
 - ``production``: random pedalboard chains per stem; the integer-exact 24-bit mix.
 - ``procedural``: random wavetable voices for bass/guitar/other (extra timbres).

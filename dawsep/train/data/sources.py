@@ -68,7 +68,7 @@ class Palette:
         kits: list[str] = []
         folders: dict[str, str] = {}
         if "hydrogen" in sources or any(s.startswith(HYDROGEN_PREFIX) for s in sources):
-            from dawsep.train.data.sampler import hydrogen_kits
+            from dawsep.train.data.hydrogen import hydrogen_kits
 
             for k in hydrogen_kits():
                 name = HYDROGEN_PREFIX + os.path.basename(k)
@@ -76,7 +76,7 @@ class Palette:
                     kits.append(name)
                     folders[name] = k
         if "oneshot" in sources or any(s.startswith(ONESHOT_PREFIX) for s in sources):
-            from dawsep.train.data.sampler import oneshot_kits
+            from dawsep.train.data.oneshot import oneshot_kits
 
             kits += [k for k in oneshot_kits() if "oneshot" in sources or k in sources]
         return cls(fonts, fams, kits, folders)
@@ -85,17 +85,17 @@ class Palette:
         return next(f for f in self.fonts if f.source == source)
 
     def sample_set(self, source: str):
-        """The loaded :class:`sampler.SampleSet` of a sampler source (cached per process)."""
-        from dawsep.train.data import sampler
+        """The loaded :class:`samples.SampleSet` of a sampler source (cached per process)."""
+        from dawsep.train.data import hydrogen, iowa, oneshot
 
         cache = self.__dict__.setdefault("_sets", {})
         if source not in cache:
             if source == IOWA:
-                cache[source] = sampler.load_iowa_steinway()
+                cache[source] = iowa.load_iowa_steinway()
             elif source.startswith(ONESHOT_PREFIX):
-                cache[source] = sampler.load_oneshot_kit(source)
+                cache[source] = oneshot.load_oneshot_kit(source)
             else:
-                cache[source] = sampler.load_hydrogen_kit(self.kit_folders[source])
+                cache[source] = hydrogen.load_hydrogen_kit(self.kit_folders[source])
         return cache[source]
 
 

@@ -25,7 +25,7 @@ What is played is pinned, whatever the machine's TiMidity setup:
 - Tuning: the Freepats piano recordings are up to 11 cents off the root pitch their headers state
   (electric grand up to 16). For the piano family (:data:`TUNED_PROGRAMS`, what the piano stem
   plays and its labels describe) every sample is measured once (rendered at a key it serves,
-  first-partial pitch by :func:`sampler.measure_pitch`) and corrected with TiMidity's per-sample
+  first-partial pitch by :func:`pitch.measure_pitch`) and corrected with TiMidity's per-sample
   ``tune=``: the grand piano is then within 1 cent over the keyboard. Other families keep their
   recorded tuning (bass and guitar within ~5 cents). Measurements are cached on disk by patch content.
 
@@ -260,7 +260,7 @@ def _patch_tuning(path: str, digest: str) -> tuple[float, ...]:
 def _measure_tuning(path: str) -> list[float]:
     """Render each sample of the patch once (untuned, at a key it serves, 2.6 s) and measure the
     first-partial pitch."""
-    from dawsep.train.data.sampler import measure_pitch
+    from dawsep.train.data.pitch import measure_pitch
 
     keys = _probe_keys(pat_zones(path))
     slot = 3.5
