@@ -2,7 +2,8 @@
 
 Modules (rendering never imports torch; only ``dataset`` does):
 
-- ``theory``, ``arrange``: harmony and the generated five-part arrangements (seven styles).
+- ``theory``, ``arrange``: harmony and the generated five-part arrangements (seven styles),
+  written on an ``arrange_frame`` by ``arrange_piano`` and ``arrange_band``.
 - ``m21``: music21 corpus pieces arranged over the stems; ``piano_solo``: solo piano performances.
 - ``render``: FluidSynth via ctypes, every part in one pass to its own buffer (audio groups).
 - ``sampler``: numpy sample playback of a ``samples`` set: ``iowa`` (the Iowa Steinway, tuned by

@@ -13,8 +13,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from dawsep.train.data import arrange
-from dawsep.train.data.arrange import Frame, Writer, pick
+from dawsep.train.data import arrange_band, arrange_piano
+from dawsep.train.data.arrange_frame import Frame, Writer, pick
 from dawsep.train.data.heldout import HELDOUT_COMPOSERS, check_allowed
 from dawsep.train.data.score import PIANO_MAX, PIANO_MIN, Part, Song
 from dawsep.train.data.theory import Chord, Key
@@ -180,9 +180,9 @@ def arrange_piece(rng: np.random.Generator, split: str, seconds: float, rel: str
                 assign.append(str(pick(rng, ["piano", "piano", "guitar", "other"])))
         if "piano" not in assign:
             assign[min(1, n - 1)] = "piano"
-    programs = {"piano": int(pick(rng, arrange.PIANO_PROGRAMS, p=arrange.PIANO_WEIGHTS)),
-                "bass": int(pick(rng, arrange.BASS_PROGRAMS)), "guitar": int(pick(rng, (24, 25, 26, 27))),
-                "other": int(pick(rng, arrange.OTHER_ROLES["strings"] + arrange.OTHER_ROLES["lead"]))}
+    programs = {"piano": int(pick(rng, arrange_piano.PIANO_PROGRAMS, p=arrange_piano.PIANO_WEIGHTS)),
+                "bass": int(pick(rng, arrange_band.BASS_PROGRAMS)), "guitar": int(pick(rng, (24, 25, 26, 27))),
+                "other": int(pick(rng, arrange_band.OTHER_ROLES["strings"] + arrange_band.OTHER_ROLES["lead"]))}
     parts: dict[str, Part] = {}
     writers: dict[str, Writer] = {}
     for v, stem in zip(top, assign):
@@ -202,7 +202,7 @@ def arrange_piece(rng: np.random.Generator, split: str, seconds: float, rel: str
     if n == 1:
         # A bare tune: give the piano a generated accompaniment on the harmonisation.
         style = "waltz" if bar_q == 3 else str(pick(rng, ["pop", "ballad", "classical"]))
-        acc = arrange.piano(frame, rng, style, melody_lead=False)
+        acc = arrange_piano.piano(frame, rng, style, melody_lead=False)
         acc.notes = [x for x in acc.notes if x.start < frame.seconds]
         if "piano" in parts:
             parts["piano"].notes += acc.notes
@@ -216,14 +216,14 @@ def arrange_piece(rng: np.random.Generator, split: str, seconds: float, rel: str
         # Fill what the piece lacks: an accompaniment part or two from the same harmony, and drums.
         style = "classical" if bar_q != 3 else "waltz"
         if "bass" not in parts and rng.random() < 0.6:
-            song_parts.append(arrange.bass(frame, rng, style))
+            song_parts.append(arrange_band.bass(frame, rng, style))
         if "guitar" not in parts and rng.random() < 0.35:
-            song_parts.append(arrange.guitar(frame, rng, "pop"))
+            song_parts.append(arrange_band.guitar(frame, rng, "pop"))
         if rng.random() < 0.45:
-            song_parts.append(arrange.drums(frame, rng, str(pick(rng, ["pop", "ballad", "rock"])) if bar_q == 4 else style))
+            song_parts.append(arrange_band.drums(frame, rng, str(pick(rng, ["pop", "ballad", "rock"])) if bar_q == 4 else style))
     piano_part = parts.get("piano")
     if piano_part is not None and not piano_part.cc and rng.random() < 0.5:
-        piano_part.cc.extend(arrange.pedal_changes(frame, rng, [b * bar_q for b in range(n_bars)]))
+        piano_part.cc.extend(arrange_piano.pedal_changes(frame, rng, [b * bar_q for b in range(n_bars)]))
     info = {"style": "music21", "bpm": round(bpm, 2), "bar_quarters": bar_q, "transpose": transpose,
             "key": f"{key.tonic}{'m' if key.minor else ''}", "excerpt_quarters": [start_q, end_q],
             "voices": dict(zip([f"v{i}" for i in range(n)], assign))}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dawsep.train.data import arrange
+from dawsep.train.data import arrange_frame, arrange_piano
 from dawsep.train.data.score import PIANO_MAX, PIANO_MIN, Note, Part, Song
 from dawsep.train.data.theory import Key, scale_pitches, voicing
 
@@ -142,8 +142,8 @@ def _pedalled(rng, t0, dur, notes, cc, key):
 
 def _music(rng, t0, dur, notes, cc):
     style = str(rng.choice(["pop", "ballad", "swing", "classical", "waltz", "sixeight"]))
-    frame = arrange.make_frame(rng, style, dur + 1.0)
-    part = arrange.piano(frame, rng, style, melody_lead=rng.random() < 0.7)
+    frame = arrange_frame.make_frame(rng, style, dur + 1.0)
+    part = arrange_piano.piano(frame, rng, style, melody_lead=rng.random() < 0.7)
     for n in part.notes:
         notes.append(Note(n.pitch, n.start + t0, n.end + t0, n.velocity))
     cc.extend((t + t0, c, v) for t, c, v in part.cc)
