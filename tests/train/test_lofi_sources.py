@@ -15,6 +15,9 @@ import pytest
 pytest.importorskip("soundfile")
 
 from dawsep.train.data import drum_map, heldout, oneshot, samples, sampler as S, soundfonts, timidity as T  # noqa: E402
+from dawsep.train.data.freepats import (  # noqa: E402
+    FreepatsConfig, TimidityError, freepats_config, patch_hashes, played_program,
+)
 from dawsep.train.data.score import SAMPLE_RATE as SR, Note, Part  # noqa: E402
 from tests.train.test_sampler import _f0_cents  # noqa: E402  (one pitch estimator for every renderer test)
 
@@ -92,12 +95,12 @@ def test_sonivox_piano_onset_and_pitch(sonivox):
 # --------------------------------------------------------------------------- Freepats (TiMidity++)
 
 @pytest.fixture(scope="module")
-def freepats() -> T.FreepatsConfig:
+def freepats() -> FreepatsConfig:
     if shutil.which(T.TIMIDITY_BIN) is None:
         pytest.skip("timidity not installed (Debian package timidity)")
     try:
-        return T.freepats_config()
-    except T.TimidityError as e:
+        return freepats_config()
+    except TimidityError as e:
         pytest.skip(str(e))
 
 
@@ -148,12 +151,12 @@ def test_timidity_velocity_determinism_and_fallback(freepats):
     assert np.array_equal(a, b)
     # every GM program is played by a Freepats program of its own family of 8
     for p in range(128):
-        q = T.played_program(p, freepats)
+        q = played_program(p, freepats)
         assert q in freepats.programs and q // 8 == p // 8
     # a program Freepats lacks (honky-tonk) sounds as its stand-in, not as silence or another bank
     assert 3 not in freepats.programs
     honky = T.render_part_timidity([Note(60, 0.1, 0.5, 100)], [], 3, False, SR, 0)
-    stand_in = T.render_part_timidity([Note(60, 0.1, 0.5, 100)], [], T.played_program(3), False, SR, 0)
+    stand_in = T.render_part_timidity([Note(60, 0.1, 0.5, 100)], [], played_program(3), False, SR, 0)
     assert np.abs(honky).max() > 0.01 and np.array_equal(honky, stand_in)
 
 
@@ -173,7 +176,7 @@ def test_timidity_speed_and_headroom(freepats):
 def test_freepats_patches_not_reserved(freepats):
     """GUS patches are identified by their file bytes; none is reserved content (MuseScore General
     is an SF2/SF3 bank, so a clash is not expected: this pins it)."""
-    hashes = T.patch_hashes(config=freepats)
+    hashes = patch_hashes(config=freepats)
     assert len(hashes) == len(set(freepats.programs.values()) | set(freepats.drums.values()))
     assert not set(hashes) & set(heldout.reserved_sample_hashes())
 

@@ -8,7 +8,8 @@ Modules (rendering never imports torch; only ``dataset`` does):
 - ``render``: FluidSynth via ctypes, every part in one pass to its own buffer (audio groups).
 - ``sampler``: numpy sample playback of a ``samples`` set: ``iowa`` (the Iowa Steinway, tuned by
   ``pitch``), ``hydrogen`` and ``oneshot`` drum kits (GM-mapped by ``drum_map``);
-  ``timidity``: Freepats through TiMidity++; ``procedural_piano``: a physically motivated piano.
+  ``timidity``: the ``freepats`` patches through TiMidity++; ``procedural_piano``: a physically
+  motivated piano.
 - ``production``: random pedalboard chains per stem; the integer-exact 24-bit mix.
 - ``procedural``: random wavetable voices for bass/guitar/other (extra timbres).
 - ``soundfonts``, ``sources``: the named timbre sources of a corpus and which part plays on which.

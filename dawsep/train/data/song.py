@@ -253,13 +253,13 @@ def _render_sampled(part: Part, c: sources.Choice, n: int, tuning_cents: float, 
         audio = procedural_piano.render_notes(q.notes, n, voice, seed, pedal)
         return RenderedPart(q, -1, 0, 0, audio), [], {"voice": voice}
     if c.source == sources.FREEPATS:
-        from dawsep.train.data import timidity
+        from dawsep.train.data import freepats, timidity
 
         pan = int(np.clip(64 + arng.normal(0, 7), 0, 127))
         audio = timidity.render_part_timidity(q.notes, q.cc, part.program, False, n, seed, tuning_cents, pan)
-        played = timidity.patch_hashes(part.program, False)
+        played = freepats.patch_hashes(part.program, False)
         heldout.check_sample_hashes(split, played, f"freepats program {part.program}")
-        program = timidity.played_program(part.program)
+        program = freepats.played_program(part.program)
         return RenderedPart(q, -1, program, 0, audio), played, {"program": program, "pan": pan}
     from dawsep.train.data.sampler import PlayParams, render_part
 

@@ -1,17 +1,16 @@
-"""TiMidity++ playing the Freepats GUS patches: a lo-fi timbre source of corpus v2 (``freepats``).
+"""TiMidity++ playing the Freepats patches: one part per run, sample-exact, with measured corrections.
 
-Debian ``freepats`` ships 2006-era GUS ``.pat`` patches (single velocity layer, 1-12 key splits, some
-at 25-30 kHz) for 72 of the 128 GM programs and 56 drum keys; ``timidity`` plays them. Each part is
-one headless ``timidity`` run on a one-part MIDI file with one tick per sample (as
-:func:`score.write_label_midi`), so event times are sample-exact.
+A lo-fi timbre source of corpus v2 (``freepats``; what the patch set holds is read by the module
+``freepats``). Each part is one headless ``timidity`` run on a one-part MIDI file with one tick per
+sample (as :func:`score.write_label_midi`), so event times are sample-exact.
 
 What is played is pinned, whatever the machine's TiMidity setup:
 
-- The patches come from :data:`FREEPATS_CFG`, passed with ``-c``. TiMidity always reads
+- The patches come from :data:`freepats.FREEPATS_CFG`, passed with ``-c``. TiMidity always reads
   ``/etc/timidity/timidity.cfg`` first (Debian points it at FluidR3_GM.sf2); an explicit patch
   entry of a later config wins over every soundfont, so only programs and drum keys that
-  ``freepats.cfg`` itself defines are ever sent (:func:`played_program` picks the nearest defined
-  program of the same GM family; drum keys it lacks are not played). ``$HOME`` is a temporary
+  ``freepats.cfg`` itself defines are ever sent (:func:`freepats.played_program` picks the nearest
+  defined program of the same GM family; drum keys it lacks are not played). ``$HOME`` is a temporary
   folder, so no ``~/.timidity.cfg`` is read. Rendering with an empty system config gives the same
   bytes (checked when this was written).
 - Reverb, chorus and delay are off (effects are drawn by ``production``), noise shaping is off,
@@ -35,13 +34,9 @@ to linear here). The same input renders bit-identically.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
-import re
 import shutil
-import struct
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -51,20 +46,16 @@ import mido
 import numpy as np
 import soundfile as sf
 
-from dawsep.errors import DawsepError
+from dawsep.train.data.freepats import (
+    PACKAGES, FreepatsConfig, TimidityError, file_sha256, freepats_config, pat_zones, played_program,
+)
+from dawsep.train.data.pitch import measure_pitch
 from dawsep.train.data.score import LABEL_TEMPO, LABEL_TPB, SAMPLE_RATE, Note
 
-__all__ = [
-    "TimidityError", "FreepatsConfig", "freepats_config", "played_program", "render_part_timidity",
-    "patch_hashes", "patch_tuning", "drum_hit_delay", "pat_zones", "FREEPATS_CFG", "LATENCY_SAMPLES", "SOURCE",
-    "TUNED_PROGRAMS",
-]
+__all__ = ["render_part_timidity", "patch_tuning", "drum_hit_delay", "LATENCY_SAMPLES", "SOURCE", "TUNED_PROGRAMS"]
 
 SOURCE = "freepats"
-#: The Freepats patch map, as Debian's ``freepats`` package installs it (never the system default).
-FREEPATS_CFG = "/etc/timidity/freepats.cfg"
 TIMIDITY_BIN = "timidity"
-PACKAGES = "freepats timidity"
 #: TiMidity's output delay: a note-on at tick t first sounds at sample t + LATENCY_SAMPLES (measured).
 LATENCY_SAMPLES = 0
 #: Resamplers the seed chooses from (TiMidity's ``-EFresamp``): Gauss-like, linear.
@@ -89,135 +80,6 @@ HIT_DB = -30.0
 #: A drum note is sent early by its patch's hit delay beyond this (most patches hit within it, and
 #: their first sound stays on the label sample).
 HIT_ALLOWANCE_SAMPLES = SAMPLE_RATE // 1000
-
-
-class TimidityError(DawsepError):
-    """TiMidity++ or the Freepats patches are missing, or a render failed."""
-
-    exit_code = 13
-
-
-@dataclass(frozen=True)
-class FreepatsConfig:
-    path: str                              # the config file read
-    programs: dict[int, str]               # GM program (bank 0) -> .pat file (absolute)
-    drums: dict[int, str]                  # GM drum key (drum set 0) -> .pat file (absolute)
-    options: dict[int, tuple[str, ...]]    # GM program -> its patch options in the file (amp=120, ...)
-
-
-@lru_cache(maxsize=4)
-def freepats_config(path: str = FREEPATS_CFG) -> FreepatsConfig:
-    """The programs and drum keys ``path`` defines (``bank 0`` and ``drumset 0``), with their patch files."""
-    try:
-        with open(path, encoding="latin-1") as fh:
-            lines = fh.read().splitlines()
-    except OSError as e:
-        raise TimidityError(f"{path} not found ({e}); install the Debian packages {PACKAGES} (make data does)") from e
-    dirs: list[str] = []
-    programs: dict[int, str] = {}
-    drums: dict[int, str] = {}
-    options: dict[int, tuple[str, ...]] = {}
-    section = ""
-    for line in lines:
-        words = line.split("#", 1)[0].split()
-        if not words:
-            continue
-        if words[0] == "dir" and len(words) > 1:
-            dirs.insert(0, words[1])  # TiMidity searches the last "dir" first
-        elif words[0] in ("bank", "drumset") and len(words) > 1:
-            section = words[0] if words[1] == "0" else ""
-        elif section and re.fullmatch(r"\d+", words[0]) and len(words) > 1:
-            name = words[1] if words[1].endswith(".pat") else words[1] + ".pat"
-            found = name if os.path.isabs(name) and os.path.isfile(name) else next(
-                (os.path.join(d, name) for d in dirs if os.path.isfile(os.path.join(d, name))), "")
-            if not found:
-                continue
-            if section == "bank":
-                programs[int(words[0])] = found
-                options[int(words[0])] = tuple(words[2:])
-            else:
-                drums[int(words[0])] = found
-    if not programs:
-        raise TimidityError(f"{path} defines no program of bank 0 (or its patch files are missing)")
-    return FreepatsConfig(path, programs, drums, options)
-
-
-def played_program(program: int, config: FreepatsConfig | None = None) -> int:
-    """The Freepats program that plays a GM ``program``: itself, else the nearest program of its GM
-    family of 8 that Freepats has (ties: the lower one), else the grand piano. (TiMidity itself
-    would play a program its configs lack as silence, or from another installed bank.)"""
-    cfg = config or freepats_config()
-    program = int(program)
-    if program in cfg.programs:
-        return program
-    family = [p for p in range(program - program % 8, program - program % 8 + 8) if p in cfg.programs]
-    if family:
-        return min(family, key=lambda p: (abs(p - program), p))
-    return 0 if 0 in cfg.programs else min(cfg.programs)
-
-
-def patch_hashes(program: int | None = None, drums: bool = False, config: FreepatsConfig | None = None) -> list[str]:
-    """sha256 of the raw ``.pat`` file bytes a part can play (the patch of ``played_program(program)``,
-    or every drum patch), sorted; every patch when ``program`` is None and not ``drums``. GUS
-    patches are not audio files soundfile can decode, so the file bytes are their content identity."""
-    cfg = config or freepats_config()
-    if drums:
-        paths = set(cfg.drums.values())
-    elif program is None:
-        paths = set(cfg.programs.values()) | set(cfg.drums.values())
-    else:
-        paths = {cfg.programs[played_program(program, cfg)]}
-    return sorted({_file_sha256(p) for p in paths})
-
-
-@lru_cache(maxsize=512)
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# --------------------------------------------------------------------------- GUS patch headers
-
-_PAT_MAGIC = (b"GF1PATCH110\0", b"GF1PATCH100\0")
-_HEADER, _INSTRUMENT, _LAYER, _SAMPLE = 129, 63, 47, 96
-
-
-def _hz_to_key(millihz: int) -> float:
-    return 69 + 12 * math.log2(max(millihz, 1) / 1000 / 440)
-
-
-def pat_zones(path: str) -> list[tuple[float, float, float]]:
-    """(low, high, root) MIDI pitch of every sample of a GUS patch's first layer, in file order
-    (TiMidity plays a note with the first sample whose [low, high] holds its frequency)."""
-    with open(path, "rb") as fh:
-        data = fh.read()
-    if data[:12] not in _PAT_MAGIC or len(data) < _HEADER + _INSTRUMENT + _LAYER:
-        raise TimidityError(f"{path} is not a GUS patch")
-    pos = _HEADER + _INSTRUMENT + _LAYER
-    zones = []
-    for _ in range(data[_HEADER + _INSTRUMENT + 6]):
-        if pos + _SAMPLE > len(data):
-            raise TimidityError(f"{path}: truncated GUS patch")
-        size = struct.unpack_from("<I", data, pos + 8)[0]
-        lo, hi, root = struct.unpack_from("<III", data, pos + 22)
-        zones.append((_hz_to_key(lo), _hz_to_key(hi), _hz_to_key(root)))
-        pos += _SAMPLE + size
-    return zones
-
-
-def _probe_keys(zones: list[tuple[float, float, float]]) -> list[int | None]:
-    """A MIDI key (21..108 where possible) played by each sample (None: no key reaches it), nearest
-    its root."""
-    keys: list[int | None] = []
-    for i, (lo, hi, root) in enumerate(zones):
-        mine = [k for k in range(0, 128)
-                if lo <= k <= hi and not any(z[0] <= k <= z[1] for z in zones[:i])]
-        on_keyboard = [k for k in mine if 21 <= k <= 108] or mine
-        keys.append(min(on_keyboard, key=lambda k: (abs(k - root), k)) if on_keyboard else None)
-    return keys
 
 
 # --------------------------------------------------------------------------- measured corrections
@@ -249,7 +111,7 @@ def patch_tuning(program: int) -> tuple[float, ...]:
     """Measured deviation (cents) of each sample of a Freepats program's patch from the pitch its
     header states (0.0 for samples no key plays)."""
     path = freepats_config().programs[int(program)]
-    return _patch_tuning(path, _file_sha256(path))
+    return _patch_tuning(path, file_sha256(path))
 
 
 @lru_cache(maxsize=32)
@@ -257,11 +119,21 @@ def _patch_tuning(path: str, digest: str) -> tuple[float, ...]:
     return tuple(float(c) for c in _cached("tuning", digest, lambda: _measure_tuning(path)))
 
 
+def _probe_keys(zones: list[tuple[float, float, float]]) -> list[int | None]:
+    """A MIDI key (21..108 where possible) played by each sample (None: no key reaches it), nearest
+    its root."""
+    keys: list[int | None] = []
+    for i, (lo, hi, root) in enumerate(zones):
+        mine = [k for k in range(0, 128)
+                if lo <= k <= hi and not any(z[0] <= k <= z[1] for z in zones[:i])]
+        on_keyboard = [k for k in mine if 21 <= k <= 108] or mine
+        keys.append(min(on_keyboard, key=lambda k: (abs(k - root), k)) if on_keyboard else None)
+    return keys
+
+
 def _measure_tuning(path: str) -> list[float]:
     """Render each sample of the patch once (untuned, at a key it serves, 2.6 s) and measure the
     first-partial pitch."""
-    from dawsep.train.data.pitch import measure_pitch
-
     keys = _probe_keys(pat_zones(path))
     slot = 3.5
     notes = [Note(k, i * slot, i * slot + 2.6, 100) for i, k in enumerate(keys) if k is not None]
@@ -292,7 +164,7 @@ def drum_hit_delay(key: int) -> int:
     drum note is sent early by the part beyond :data:`HIT_ALLOWANCE_SAMPLES`. Most patches: 0.1-1 ms;
     the cabasa (69) 5 ms; the cowbell (56) starts with a faint click 12.7 ms before its hit."""
     path = freepats_config().drums[int(key)]
-    return _drum_hit_delay(int(key), path, _file_sha256(path))
+    return _drum_hit_delay(int(key), path, file_sha256(path))
 
 
 @lru_cache(maxsize=256)
