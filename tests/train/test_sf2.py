@@ -11,12 +11,10 @@ import pytest
 from dawsep.train.data import heldout
 from dawsep.train.data.sf2 import (
     FINGERPRINT_POINTS,
-    PresetSpec,
-    SampleSpec,
     SoundfontFormatError,
     read_soundfont,
-    write_sf2,
 )
+from dawsep.train.data.sf2_write import PresetSpec, SampleSpec, write_sf2
 
 FLUID = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 TIMGM = "/usr/share/sounds/sf2/TimGM6mb.sf2"

@@ -15,7 +15,8 @@ Modules (rendering never imports torch; only ``dataset`` does):
 - ``soundfonts``, ``sources``: the named timbre sources of a corpus and which part plays on which.
 - ``song``, ``corpus``: one song folder, and the deterministic, resumable, parallel corpus build.
 - ``heldout``, ``sf2``: the held-out rules (MuseScore General and its samples by content hash,
-  Salamander, the AVL kits and The Black Pearl; five composers), enforced.
+  Salamander, the AVL kits and The Black Pearl; five composers), enforced; ``sf2_write`` writes
+  small SF2 files for tests and tools.
 - ``dataset``, ``cache``: PyTorch datasets for separation and transcription with augmentation,
   reading stems from an int16 memory-mapped cache.
 - ``plots``, ``demo``: sanity pictures and the shipped demo song.

@@ -16,7 +16,7 @@ Hashing the 480 MB MuseScore General lossless bank takes ~1.2 s (file in the pag
 ``~/.cache/dawsep/hashes/<basename>-<size>-<mtime>.json`` (``DAWSEP_HASH_CACHE`` overrides the folder)
 and parsed files are cached per process by (real path, size, mtime).
 
-:func:`write_sf2` writes a minimal valid SF2 (one instrument per preset), for tests and tools.
+``sf2_write`` writes minimal valid SF2 files, for tests and tools.
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ import struct
 import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 
@@ -40,8 +39,8 @@ _CACHE_VERSION = 2
 #: sfSampleType bits.
 SAMPLE_COMPRESSED = 0x10
 #: Generator operators that point down the hierarchy.
-_GEN_INSTRUMENT = 41
-_GEN_SAMPLE_ID = 53
+GEN_INSTRUMENT = 41
+GEN_SAMPLE_ID = 53
 #: Record sizes of the pdta sub-chunks.
 _RECORD = {"phdr": 38, "pbag": 4, "pmod": 10, "pgen": 4, "inst": 22, "ibag": 4, "imod": 10, "igen": 4, "shdr": 46}
 
@@ -280,7 +279,7 @@ def _parse_pdta(path: str, pdta: dict[str, bytes]):
     for i in range(n_inst):
         b0 = int.from_bytes(inst[22 * i + 20 : 22 * i + 22], "little")
         b1 = int.from_bytes(inst[22 * (i + 1) + 20 : 22 * (i + 1) + 22], "little")
-        sids = {z[_GEN_SAMPLE_ID] for z in _zones(path, f"instrument {i}", ibag, igen, b0, b1) if _GEN_SAMPLE_ID in z}
+        sids = {z[GEN_SAMPLE_ID] for z in _zones(path, f"instrument {i}", ibag, igen, b0, b1) if GEN_SAMPLE_ID in z}
         bad = sorted(s for s in sids if s >= n_samples)
         if bad:
             raise SoundfontFormatError(path, f"instrument {i} points at sample {bad[0]} of {n_samples}")
@@ -294,7 +293,7 @@ def _parse_pdta(path: str, pdta: dict[str, bytes]):
         b1 = int.from_bytes(phdr[38 * (i + 1) + 24 : 38 * (i + 1) + 26], "little")
         samples: set[int] = set()
         for z in _zones(path, f"preset {bank}:{program}", pbag, pgen, b0, b1):
-            k = z.get(_GEN_INSTRUMENT)
+            k = z.get(GEN_INSTRUMENT)
             if k is not None and k >= n_inst:
                 raise SoundfontFormatError(path, f"preset {bank}:{program} points at instrument {k} of {n_inst}")
             if k is not None:
@@ -383,76 +382,3 @@ def _hash_samples(fh, real, smpl, headers) -> list[tuple[str, str | None]]:
         fp = None if unit == 1 else pcm_fingerprint(np.frombuffer(raw, "<i2"))
         out.append((hashlib.sha256(raw).hexdigest(), fp))
     return out
-
-
-# ---------------------------------------------------------------------------------------------- writing
-def _chunk(cid: bytes, data: bytes) -> bytes:
-    return cid + struct.pack("<I", len(data)) + data + (b"\0" if len(data) & 1 else b"")
-
-
-def _list(kind: bytes, *chunks: bytes) -> bytes:
-    return _chunk(b"LIST", kind + b"".join(chunks))
-
-
-def _name20(name: str) -> bytes:
-    return name.encode("latin-1", "replace")[:19].ljust(20, b"\0")
-
-
-@dataclass(frozen=True)
-class SampleSpec:
-    """One sample for :func:`write_sf2`: mono int16 PCM."""
-
-    name: str
-    pcm: np.ndarray  # [shape=(T,)] int16
-    rate: int = 44100
-    root_key: int = 60
-
-
-@dataclass(frozen=True)
-class PresetSpec:
-    """One preset for :func:`write_sf2`: an instrument with one zone per sample, split over key ranges."""
-
-    name: str
-    samples: tuple[int, ...]  # indices into the sample list
-    bank: int = 0
-    program: int = 0
-
-
-def write_sf2(path: str | os.PathLike, name: str, samples: Sequence[SampleSpec], presets: Sequence[PresetSpec]) -> None:
-    """Write a minimal valid SF2 (each sample followed by 46 zero points, as the specification asks)."""
-    smpl, shdr, pos = b"", b"", 0
-    for s in samples:
-        pcm = np.asarray(s.pcm, dtype="<i2")
-        smpl += pcm.tobytes() + b"\0" * 92
-        end = pos + len(pcm)
-        shdr += _name20(s.name) + struct.pack("<5IBbHH", pos, end, pos, end, s.rate, s.root_key, 0, 0, 1)
-        pos = end + 46
-    shdr += _name20("EOS") + b"\0" * 26
-    phdr = pbag = pgen = inst = ibag = igen = b""
-    n_pbag = n_pgen = n_ibag = n_igen = 0
-    for k, p in enumerate(presets):
-        phdr += _name20(p.name) + struct.pack("<HHHIII", p.program, p.bank, n_pbag, 0, 0, 0)
-        pbag += struct.pack("<HH", n_pgen, 0)
-        pgen += struct.pack("<HH", _GEN_INSTRUMENT, k)
-        n_pbag, n_pgen = n_pbag + 1, n_pgen + 1
-        inst += _name20(p.name) + struct.pack("<H", n_ibag)
-        bounds = np.linspace(0, 128, len(p.samples) + 1).astype(int)
-        for j, sid in enumerate(p.samples):
-            ibag += struct.pack("<HH", n_igen, 0)
-            lo, hi = int(bounds[j]), int(bounds[j + 1]) - 1
-            igen += struct.pack("<HBB", 43, lo, max(lo, hi)) + struct.pack("<HH", _GEN_SAMPLE_ID, sid)
-            n_ibag, n_igen = n_ibag + 1, n_igen + 2
-    phdr += _name20("EOP") + struct.pack("<HHHIII", 0, 0, n_pbag, 0, 0, 0)
-    pbag += struct.pack("<HH", n_pgen, 0)
-    pgen += b"\0" * 4
-    inst += _name20("EOI") + struct.pack("<H", n_ibag)
-    ibag += struct.pack("<HH", n_igen, 0)
-    igen += b"\0" * 4
-    info = _list(b"INFO", _chunk(b"ifil", struct.pack("<HH", 2, 1)), _chunk(b"isng", b"EMU8000\0"),
-                 _chunk(b"INAM", name.encode("latin-1", "replace") + b"\0"))
-    pdta = _list(b"pdta", _chunk(b"phdr", phdr), _chunk(b"pbag", pbag), _chunk(b"pmod", b"\0" * 10),
-                 _chunk(b"pgen", pgen), _chunk(b"inst", inst), _chunk(b"ibag", ibag),
-                 _chunk(b"imod", b"\0" * 10), _chunk(b"igen", igen), _chunk(b"shdr", shdr))
-    body = b"sfbk" + info + _list(b"sdta", _chunk(b"smpl", smpl)) + pdta
-    with open(path, "wb") as fh:
-        fh.write(b"RIFF" + struct.pack("<I", len(body)) + body)
