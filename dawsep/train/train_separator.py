@@ -2,11 +2,12 @@
 
 - AdamW, linear warm-up then cosine decay to 10 % (a pure function of the step: nothing to
   restore on resume), gradient clipping.
-- Loss: L1 on the waveform + L1 on the complex spectrogram (normalised STFT, so both terms have the
-  waveform's scale), over every stem.
+- Loss (:mod:`dawsep.train.separation_losses`): L1 on the waveform + L1 on the complex
+  spectrogram (normalised STFT, so both terms have the waveform's scale), or the magnitude MSE,
+  over every stem.
 - Conditioned models (``lasaft``, :mod:`dawsep.train.lasaft`): each item trains on
   ``stems_per_item`` stems drawn at random per step (default 1: the cost of a step is one pass
-  of the network, as for the multi-head models), with :func:`conditioned_loss`, an unbiased
+  of the network, as for the multi-head models), with ``conditioned_loss``, an unbiased
   estimate of the same all-stem loss. Validation separates every stem.
 - Data: :class:`SeparationDataset` on the ``train`` split (Demucs-style remix, gains, swaps, flips).
   Its items are pure functions of ``(seed, index)`` and the sampler starts at ``step * batch``, so
@@ -34,7 +35,6 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 
@@ -47,6 +47,8 @@ from dawsep.metrics import sdr_song, sdr_stems, summarize  # noqa: F401  (re-exp
 from dawsep.train.data.score import SAMPLE_RATE, STEMS
 from dawsep.train.separators import ARCHS, MaskSeparator, build, n_params  # noqa: F401
 from dawsep.train.evaluate import baselines
+from dawsep.train.run_folder import StopOnSignal, append_log, load_checkpoint, save_atomic, truncate_log
+from dawsep.train.separation_losses import conditioned_loss, sample_stems, separation_loss, spectral_mask_loss
 from dawsep.train.stft import STFT
 
 
@@ -89,94 +91,6 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["kinds"] = list(self.kinds)
         return d
-
-
-# ------------------------------------------------------------------ loss and metrics
-def _relative_mse(E: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-    """Mean over items of ``mean((E - R)^2) / mean(R^2)``: loud and quiet excerpts weigh the same."""
-    dims = tuple(range(1, E.dim()))
-    return ((E - R).pow(2).mean(dims) / (R.pow(2).mean(dims) + 1e-8)).mean()
-
-
-def spectral_mask_loss(model, mix: torch.Tensor, ref: torch.Tensor):
-    """``mse_mag_spec``: Open-Unmix's training loss, the magnitude MSE of masked mixture
-    spectrograms against the stems' (:meth:`MaskSeparator.masked_magnitudes`), no iSTFT.
-    ``mix [B, 2, T]``, ``ref [B, S, 2, T]`` -> (loss, parts) like :func:`separation_loss`."""
-    E = model.masked_magnitudes(mix)  # [B, S, 2, F, N]
-    R = model.stft(ref.flatten(1, 2))[..., :model.n_bins, :].pow(2).sum(2).add(1e-10).sqrt()
-    spec = _relative_mse(E, R.reshape(E.shape))
-    return spec, {"wave": 0.0, "spec": float(spec.detach())}
-
-
-def separation_loss(est: torch.Tensor, ref: torch.Tensor, stft: STFT, spec_weight: float = 1.0, kind: str = "l1"):
-    """``est, ref [B, S, 2, T]`` -> (loss, {"wave": ..., "spec": ...}) as floats for logging.
-
-    ``l1``: L1 on the waveform + ``spec_weight`` x L1 on the complex spectrogram (``spec_weight``
-    0: the waveform L1 of Conv-TasNet and Demucs). ``mse_mag``: MSE between the
-    magnitude spectrograms, per item divided by the reference's energy (loud and quiet excerpts
-    weigh the same). L1 is median-seeking: a stem that is only sometimes present (drums, guitar)
-    is best predicted silent while the model is unsure, which starves those stems early in
-    training; the mean-seeking MSE does not (measured, see docs/BENCHMARKS.md).
-    """
-    wave = (est - ref).abs().mean()
-    if kind == "mse_mag":
-        E = stft(est.flatten(1, 2)).pow(2).sum(2).add(1e-10).sqrt()
-        R = stft(ref.flatten(1, 2)).pow(2).sum(2).add(1e-10).sqrt()
-        spec = _relative_mse(E, R)
-        return spec, {"wave": float(wave.detach()), "spec": float(spec.detach())}
-    if not spec_weight:  # waveform L1 alone (Conv-TasNet, Demucs): skip the STFTs
-        return wave, {"wave": float(wave.detach()), "spec": 0.0}
-    spec = (stft(est.flatten(1, 2)) - stft(ref.flatten(1, 2))).abs().mean()
-    loss = wave + spec_weight * spec
-    return loss, {"wave": float(wave.detach()), "spec": float(spec.detach())}
-
-
-def sample_stems(step: int, batch: int, n_stems: int, per_item: int, seed: int = 0) -> torch.Tensor:
-    """``stem_ids [batch, K]`` int64, ``K = per_item`` distinct stems per item (0 or >= n_stems:
-    all, in order), uniformly drawn from a generator seeded by ``(seed, step)``: a resumed run
-    draws what an uninterrupted one would."""
-    if per_item <= 0 or per_item >= n_stems:
-        return torch.arange(n_stems).expand(batch, -1)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    return torch.rand(batch, n_stems, generator=g).argsort(1)[:, :per_item]
-
-
-def _pick(x: torch.Tensor, stem_ids: torch.Tensor) -> torch.Tensor:
-    """``x [B, S, ...]``, ``stem_ids [B, K]`` -> ``[B, K, ...]``."""
-    idx = stem_ids.reshape(stem_ids.shape + (1,) * (x.dim() - 2)).expand(-1, -1, *x.shape[2:])
-    return torch.gather(x, 1, idx)
-
-
-def conditioned_loss(model, mix: torch.Tensor, ref: torch.Tensor, stem_ids: torch.Tensor, stft: STFT,
-                     kind: str = "mse_mag", spec_weight: float = 1.0):
-    """Loss of a conditioned separator trained on the stems ``stem_ids [B, K]`` of each item
-    (``mix [B, 2, T]``, ``ref [B, S, 2, T]``) -> (loss, parts) like :func:`separation_loss`.
-
-    An unbiased estimate, over the uniformly drawn stems, of the same ``kind`` of loss over all
-    stems, and equal to it when ``K = S``: the L1 terms are means over stems, and the magnitude
-    MSEs (``mse_mag``, ``mse_mag_spec``) keep each item's normaliser the energy of *all* its
-    stems, not of the drawn one (a drawn stem that is silent in the excerpt would otherwise
-    divide by ~0).
-    """
-    sel = _pick(ref, stem_ids)
-    if kind == "l1":
-        return separation_loss(model(mix, stem_ids), sel, stft, spec_weight, "l1")
-    b, k = stem_ids.shape
-    if kind == "mse_mag_spec":
-        E = model.masked_magnitudes(mix, stem_ids)  # [B, K, 2, F, N]
-        R_all = model.stft(ref.flatten(1, 2))[..., :model.n_bins, :].pow(2).sum(2).add(1e-10).sqrt()
-        wave = 0.0
-    elif kind == "mse_mag":
-        est = model(mix, stem_ids)
-        E = stft(est.flatten(1, 2)).pow(2).sum(2).add(1e-10).sqrt()
-        R_all = stft(ref.flatten(1, 2)).pow(2).sum(2).add(1e-10).sqrt()
-        wave = float((est - sel).abs().mean().detach())
-    else:
-        raise ValueError(f"loss {kind!r}: allowed l1, mse_mag, mse_mag_spec")
-    R_all = R_all.reshape(b, ref.shape[1], -1)  # [B, S, 2*F*N]
-    E, R = E.reshape(b, k, -1), _pick(R_all, stem_ids)
-    spec = ((E - R).pow(2).mean((1, 2)) / (R_all.pow(2).mean((1, 2)) + 1e-8)).mean()
-    return spec, {"wave": wave, "spec": float(spec.detach())}
 
 
 class ValidSubset:
@@ -224,16 +138,6 @@ def validate(model: MaskSeparator, valid, device, baseline: bool = False) -> dic
 
 
 # ------------------------------------------------------------------ checkpoints
-def atomic_save(obj, path: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str, map_location="cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=True)
-
-
 def model_from_checkpoint(path: str) -> tuple[MaskSeparator, dict]:
     ck = load_checkpoint(path)
     model = build(ck["model_config"])
@@ -308,9 +212,7 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
         opt.load_state_dict(ck["optimizer"])
         step, best, baseline = int(ck["step"]), ck.get("best"), ck.get("baseline")
         torch.set_rng_state(ck["rng"]["torch"])
-        from dawsep.train.train_transcriber import _truncate_log
-
-        _truncate_log(log_path, step)  # lines after the checkpoint are redone, not duplicated
+        truncate_log(log_path, step)  # lines after the checkpoint are redone, not duplicated
         init = ck.get("init_from")
         log(f"resumed from {last_path} at step {step}"
             + (f" (--init-from {cfg.init_from} ignored: the run's own checkpoint wins)" if cfg.init_from else ""))
@@ -350,109 +252,90 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
         res = validate(model, valid, device, baseline=baseline is None)
         if baseline is None:
             baseline = {k: res[k] for k in ("mixture", "uniform", "irm", "songs")}
-            _append(log_path, {"type": "baseline", "step": step, **baseline, "time": time.time()})
+            append_log(log_path, {"type": "baseline", "step": step, **baseline, "time": time.time()})
         rec = {"type": "valid", "step": step, **res["model"], "songs": res["songs"],
                "seconds": time.time() - t0, "time": time.time()}
         if best is None or rec["mean"] > best["mean"]:
             best = {"step": step, "mean": rec["mean"], "sdr": rec["sdr"]}
-            atomic_save({"model": model.state_dict(), "model_config": model.config(), "step": step,
+            save_atomic({"model": model.state_dict(), "model_config": model.config(), "step": step,
                          "best": best, "baseline": baseline, "train_config": cfg.to_dict(),
                          "corpus": corpus, "init_from": init}, best_path)
         rec["best_mean"] = best["mean"]
-        _append(log_path, rec)
+        append_log(log_path, rec)
         log(f"valid step {step}: mean SDR {rec['mean']:.2f} dB " +
             " ".join(f"{k} {v:.2f}" for k, v in rec["sdr"].items()))
-        atomic_save(snapshot(), last_path)
+        save_atomic(snapshot(), last_path)
 
     if loaded is not None and valid is not None:
         run_validation()  # the starting weights' score on this corpus: best.pt never falls below it
 
-    stop = {"flag": False}
-
-    def on_signal(signum, _frame):  # finish the current step, save, exit cleanly
-        stop["flag"] = True
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} \
-        if _main_thread() else {}
     acc, n_acc, t_log, t_ckpt, t_wait = {"loss": 0.0, "wave": 0.0, "spec": 0.0}, 0, time.time(), time.time(), 0.0
     t_fetch = time.time()
     try:
-        for batch in loader:
-            t_wait += time.time() - t_fetch
-            mix, ref = batch["mix"].to(device), batch["stems"].to(device)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
-            if conditioned:
-                stem_ids = sample_stems(step, mix.shape[0], ref.shape[1], cfg.stems_per_item, cfg.seed).to(device)
-                loss, parts = conditioned_loss(model, mix, ref, stem_ids, loss_stft, cfg.loss, cfg.spec_weight)
-            elif cfg.loss == "mse_mag_spec":
-                loss, parts = spectral_mask_loss(model, mix, ref)
-            else:
-                loss, parts = separation_loss(model(mix), ref, loss_stft, cfg.spec_weight, cfg.loss)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {float(loss)} at step {step}; last good checkpoint: {last_path}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
-            step += 1
-            acc["loss"] += float(loss.detach())
-            acc["wave"] += parts["wave"]
-            acc["spec"] += parts["spec"]
-            n_acc += 1
-            out_of_time = minutes is not None and time.time() - t_start >= minutes * 60
-            if step % cfg.log_every == 0 or step == cfg.steps or out_of_time:
-                now = time.time()
-                rec = {"type": "train", "step": step, **{k: v / n_acc for k, v in acc.items()},
-                       "lr": lr_at(step - 1, cfg), "steps_per_s": n_acc / (now - t_log),
-                       "data_wait_s": t_wait / n_acc, "time": now}
-                _append(log_path, rec)
-                log(f"step {step} loss {rec['loss']:.5f} ({rec['steps_per_s']:.3f} steps/s)")
-                acc, n_acc, t_log, t_wait = {k: 0.0 for k in acc}, 0, now, 0.0
-            if valid is not None and cfg.valid_every > 0 and (step % cfg.valid_every == 0 or step == cfg.steps):
-                run_validation()
-                t_ckpt = time.time()
-            elif time.time() - t_ckpt > cfg.ckpt_minutes * 60 or step == stop_at or stop["flag"] or out_of_time:
-                atomic_save(snapshot(), last_path)
-                t_ckpt = time.time()
-            if stop["flag"]:
-                log(f"stopped by signal at step {step}; saved {last_path}")
-                break
-            if out_of_time:
-                log(f"time budget of {minutes:.1f} min spent at step {step}; saved {last_path}")
-                break
-            t_fetch = time.time()
+        with StopOnSignal() as stop:  # SIGTERM/SIGINT: finish the current step, save, exit cleanly
+            for batch in loader:
+                t_wait += time.time() - t_fetch
+                mix, ref = batch["mix"].to(device), batch["stems"].to(device)
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step, cfg)
+                if conditioned:
+                    stem_ids = sample_stems(step, mix.shape[0], ref.shape[1], cfg.stems_per_item, cfg.seed).to(device)
+                    loss, parts = conditioned_loss(model, mix, ref, stem_ids, loss_stft, cfg.loss, cfg.spec_weight)
+                elif cfg.loss == "mse_mag_spec":
+                    loss, parts = spectral_mask_loss(model, mix, ref)
+                else:
+                    loss, parts = separation_loss(model(mix), ref, loss_stft, cfg.spec_weight, cfg.loss)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {float(loss)} at step {step}; last good checkpoint: {last_path}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                opt.step()
+                step += 1
+                acc["loss"] += float(loss.detach())
+                acc["wave"] += parts["wave"]
+                acc["spec"] += parts["spec"]
+                n_acc += 1
+                out_of_time = minutes is not None and time.time() - t_start >= minutes * 60
+                if step % cfg.log_every == 0 or step == cfg.steps or out_of_time:
+                    now = time.time()
+                    rec = {"type": "train", "step": step, **{k: v / n_acc for k, v in acc.items()},
+                           "lr": lr_at(step - 1, cfg), "steps_per_s": n_acc / (now - t_log),
+                           "data_wait_s": t_wait / n_acc, "time": now}
+                    append_log(log_path, rec)
+                    log(f"step {step} loss {rec['loss']:.5f} ({rec['steps_per_s']:.3f} steps/s)")
+                    acc, n_acc, t_log, t_wait = {k: 0.0 for k in acc}, 0, now, 0.0
+                if valid is not None and cfg.valid_every > 0 and (step % cfg.valid_every == 0 or step == cfg.steps):
+                    run_validation()
+                    t_ckpt = time.time()
+                elif time.time() - t_ckpt > cfg.ckpt_minutes * 60 or step == stop_at or stop.requested or out_of_time:
+                    save_atomic(snapshot(), last_path)
+                    t_ckpt = time.time()
+                if stop.requested:
+                    log(f"stopped by signal at step {step}; saved {last_path}")
+                    break
+                if out_of_time:
+                    log(f"time budget of {minutes:.1f} min spent at step {step}; saved {last_path}")
+                    break
+                t_fetch = time.time()
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
         torch.set_num_threads(threads_before)
     return {"step": step, "best": best, "baseline": baseline}
 
 
 def _log_init(cfg: TrainConfig, model, loaded, init: dict, train_set, device, log_path: str, log) -> None:
     """Calibrate the folded BatchNorms on the first training batches and record the warm start."""
-    from dawsep.train.init_from import calibrate_folded
+    from dawsep.train.onnx_weights import calibrate_folded
 
     n = cfg.calibrate_batches * cfg.batch_size if loaded.folded else 0
     batches = [torch.stack([train_set[i % len(train_set)]["mix"] for i in range(j, j + cfg.batch_size)]).to(device)
                for j in range(0, n, cfg.batch_size)]
     calibrate_folded(model, loaded.folded, batches)
-    _append(log_path, {"type": "init", "step": 0, "init_from": init, "folded_batchnorms": loaded.folded,
+    append_log(log_path, {"type": "init", "step": 0, "init_from": init, "folded_batchnorms": loaded.folded,
                        "unused_parameters": loaded.dead, "calibration_items": n, "time": time.time()})
     log(f"initialised from {cfg.init_from} (step 0, fresh optimiser and warm-up); "
         f"{len(loaded.folded)} folded BatchNorms calibrated on {n} items"
         + (f"; parameters no output uses, left as built: {', '.join(loaded.dead)}" if loaded.dead else ""))
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-def _append(path: str, rec: dict) -> None:
-    with open(path, "a") as fh:
-        fh.write(json.dumps(rec) + "\n")
 
 
 def _corpus_info(root: str) -> dict:

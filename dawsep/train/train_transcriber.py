@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dawsep.errors import DawsepError
 from dawsep.metrics import match_times
+from dawsep.train.run_folder import StopOnSignal, load_checkpoint, save_atomic, truncate_log
 from dawsep.train.transcriber import OUTPUTS, PianoTranscriber, TranscriberConfig
 from dawsep.train.transcribers import build as build_model, config_from_dict
 
@@ -180,20 +181,6 @@ def evaluate(model: PianoTranscriber, sets: dict[str, Dataset], indices: list[in
 
 # ------------------------------------------------------------- checkpoints ----
 
-def save_atomic(obj, path: str) -> None:
-    """torch.save to a temp file in the same folder, fsync, rename: a crash never leaves half a file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 # ------------------------------------------------------------------- data ----
 
 def _worker_init(_):
@@ -275,7 +262,7 @@ def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train
         opt.load_state_dict(state["optimizer"])
         step, best = int(state["step"]), float(state["best"])
         init = state.get("init_from")
-        _truncate_log(log_path, step)
+        truncate_log(log_path, step)
         log(f"resumed {last_path} at step {step}"
             + (f" (--init-from {cfg.init_from} ignored: the run's own checkpoint wins)" if cfg.init_from else ""))
 
@@ -315,7 +302,7 @@ def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train
 
     if loaded is not None:
         n = cfg.calibrate_batches * cfg.batch if loaded.folded else 0
-        from dawsep.train.init_from import calibrate_folded
+        from dawsep.train.onnx_weights import calibrate_folded
 
         batches = [torch.stack([train_set[i % len(train_set)]["audio"] for i in range(j, j + cfg.batch)]).to(dev)
                    for j in range(0, n, cfg.batch)]
@@ -331,62 +318,54 @@ def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train
     record: dict = {}
     acc: dict[str, float] = {}
     t_log, n_acc, t_wait = time.perf_counter(), 0, 0.0  # t_wait: time spent waiting for data
-    while step < cfg.steps:
-        epoch, first = divmod(step, spe)
-        t_fetch = time.perf_counter()
-        for batch in _loader(train_set, epoch, first, cfg, dev.type == "cuda"):
-            t_wait += time.perf_counter() - t_fetch
-            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout: a function of (seed, step)
-            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
-            lr = lr_at(cfg, step)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            ls = losses(model.logits(batch["audio"]), batch, cfg.loss_weights, cfg.pos_weight)
-            opt.zero_grad(set_to_none=True)
-            ls["total"].backward()
-            gn = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip))
-            if not math.isfinite(gn):
-                raise TrainError(f"non-finite gradient at step {step}: lower --lr or check the data")
-            opt.step()
-            step += 1
-            for k, v in ls.items():
-                acc[k] = acc.get(k, 0.0) + float(v.detach())
-            n_acc += 1
-            out_of_time = minutes is not None and time.time() - t_start >= minutes * 60
-            if step % cfg.log_every == 0 or step == cfg.steps or out_of_time:
-                dt = time.perf_counter() - t_log
-                record = {"step": step, "epoch": epoch, "lr": lr, "grad_norm": gn,
-                          **{f"loss_{k}": v / n_acc for k, v in acc.items()},
-                          "steps_per_s": n_acc / dt, "data_wait_s": t_wait / n_acc, "time": time.time()}
-                write(record)
-                log(f"step {step} loss {record['loss_total']:.4f} lr {lr:.2e} {record['steps_per_s']:.2f} steps/s")
-                acc, n_acc, t_log, t_wait = {}, 0, time.perf_counter(), 0.0
-            validate = bool(v_idx) and (step % cfg.valid_every == 0 or step == cfg.steps)
-            if validate:
-                validate_and_keep_best()
-                t_log = time.perf_counter()  # validation time is not training speed
-            elif step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
-                checkpoint()
-            if out_of_time:
-                log(f"time budget of {minutes:.1f} min spent at step {step}; saved {last_path}")
-                return record
-            if step >= cfg.steps:
-                break
+    with StopOnSignal() as stop:  # SIGTERM/SIGINT: finish the current step, save, exit cleanly
+        while step < cfg.steps:
+            epoch, first = divmod(step, spe)
             t_fetch = time.perf_counter()
+            for batch in _loader(train_set, epoch, first, cfg, dev.type == "cuda"):
+                t_wait += time.perf_counter() - t_fetch
+                torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout: a function of (seed, step)
+                batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
+                lr = lr_at(cfg, step)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                ls = losses(model.logits(batch["audio"]), batch, cfg.loss_weights, cfg.pos_weight)
+                opt.zero_grad(set_to_none=True)
+                ls["total"].backward()
+                gn = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip))
+                if not math.isfinite(gn):
+                    raise TrainError(f"non-finite gradient at step {step}: lower --lr or check the data")
+                opt.step()
+                step += 1
+                for k, v in ls.items():
+                    acc[k] = acc.get(k, 0.0) + float(v.detach())
+                n_acc += 1
+                out_of_time = minutes is not None and time.time() - t_start >= minutes * 60
+                if step % cfg.log_every == 0 or step == cfg.steps or out_of_time:
+                    dt = time.perf_counter() - t_log
+                    record = {"step": step, "epoch": epoch, "lr": lr, "grad_norm": gn,
+                              **{f"loss_{k}": v / n_acc for k, v in acc.items()},
+                              "steps_per_s": n_acc / dt, "data_wait_s": t_wait / n_acc, "time": time.time()}
+                    write(record)
+                    log(f"step {step} loss {record['loss_total']:.4f} lr {lr:.2e} {record['steps_per_s']:.2f} steps/s")
+                    acc, n_acc, t_log, t_wait = {}, 0, time.perf_counter(), 0.0
+                validate = bool(v_idx) and (step % cfg.valid_every == 0 or step == cfg.steps)
+                if validate:
+                    validate_and_keep_best()
+                    t_log = time.perf_counter()  # validation time is not training speed
+                elif step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time or stop.requested:
+                    checkpoint()
+                if stop.requested:
+                    log(f"stopped by signal at step {step}; saved {last_path}")
+                    return record
+                if out_of_time:
+                    log(f"time budget of {minutes:.1f} min spent at step {step}; saved {last_path}")
+                    return record
+                if step >= cfg.steps:
+                    break
+                t_fetch = time.perf_counter()
     return record
 
 
-def _truncate_log(path: str, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from (they will be redone)."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        keep = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.writelines(keep)
-    os.replace(tmp, path)
-
-
-__all__ = ["DEFAULT_DATA", "TrainConfig", "TrainError", "decode_notes", "evaluate", "f1", "load_checkpoint",
-           "losses", "lr_at", "note_counts", "save_atomic", "train", "valid_indices"]
+__all__ = ["DEFAULT_DATA", "TrainConfig", "TrainError", "decode_notes", "evaluate", "f1",
+           "losses", "lr_at", "note_counts", "train", "valid_indices"]

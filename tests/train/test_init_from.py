@@ -16,7 +16,7 @@ ort = pytest.importorskip("onnxruntime")
 
 
 from dawsep import runtime  # noqa: E402
-from dawsep.train import init_from  # noqa: E402
+from dawsep.train import init_from, onnx_weights  # noqa: E402
 from dawsep.train.init_from import InitFromError  # noqa: E402
 from dawsep.train.separators import build  # noqa: E402
 
@@ -60,7 +60,7 @@ def test_shipped_separators_reproduce_onnx_runtime(name):
     demucs), GroupNorm/PReLU constants and a pruned dead conv (convtasnet)."""
     path = os.path.join(MODELS, name)
     model = build(init_from.separator_config(path))  # the file's exact config, full_band included
-    loaded = init_from.load_onnx_weights(model, path, torch.zeros(1, 2, 8192))
+    loaded = onnx_weights.load_onnx_weights(model, path, torch.zeros(1, 2, 8192))
     if model.arch == "convtasnet":  # the last block's residual output feeds nothing: pruned by the exporter
         last = f"tcn.{len(model.tcn) - 1}.res."
         assert loaded.dead == sorted(n for n, _ in model.named_parameters() if n.startswith(last))
@@ -99,7 +99,7 @@ def test_tiny_separator_round_trip(tmp_path, arch):
     src = randomize(tiny(arch))
     path = _export_separator(src, tmp_path / "m.onnx")
     model = build(init_from.separator_config(path))
-    loaded = init_from.load_onnx_weights(model, path, torch.zeros(1, 2, 4096))
+    loaded = onnx_weights.load_onnx_weights(model, path, torch.zeros(1, 2, 4096))
     x = torch.randn(2, 2, 5000, generator=torch.Generator().manual_seed(3)) * 0.3
     with torch.no_grad():
         _close([model.eval()(x).numpy()], [src(x).numpy()], rel=1e-5)
@@ -112,7 +112,7 @@ def test_tiny_separator_round_trip(tmp_path, arch):
 
 
 def _folded_convs(model, loaded):
-    pairs = init_from._folded_batchnorms(model, torch.zeros(1, 2, 4096))
+    pairs = onnx_weights._folded_batchnorms(model, torch.zeros(1, 2, 4096))
     return {f"{conv}." for conv, bn in pairs.items() if bn in loaded.folded}
 
 
@@ -140,11 +140,11 @@ def test_unmapped_tensors_raise_a_typed_error_naming_them(tmp_path):
     path = _export_separator(randomize(tiny("umx")), tmp_path / "umx.onnx")  # 2 LSTM layers
     deeper = build({**init_from.separator_config(path), "layers": 3})
     with pytest.raises(InitFromError) as e:
-        init_from.onnx_state_dict(deeper, path, torch.zeros(1, 2, 4096))
+        onnx_weights.onnx_state_dict(deeper, path, torch.zeros(1, 2, 4096))
     assert "lstm.weight_ih_l2" in str(e.value) and "lstm.bias_hh_l2_reverse" in str(e.value)
     wider = build({**init_from.separator_config(path), "hidden": 32})
     with pytest.raises(InitFromError, match=r"fc1\.weight: shape \(16, 128\), the model has \(32, 128\)"):
-        init_from.onnx_state_dict(wider, path, torch.zeros(1, 2, 4096))
+        onnx_weights.onnx_state_dict(wider, path, torch.zeros(1, 2, 4096))
     with pytest.raises(InitFromError, match="takes a .onnx model or a .pt checkpoint"):
         init_from.separator(str(tmp_path / "m.bin"))
 
@@ -155,7 +155,7 @@ def test_calibration_keeps_the_eval_function_and_matches_batch_statistics(tmp_pa
     src = randomize(tiny("tfctdf-softmax"))
     path = _export_separator(src, tmp_path / "m.onnx")
     model = build(init_from.separator_config(path))
-    loaded = init_from.load_onnx_weights(model, path, torch.zeros(1, 2, 4096))
+    loaded = onnx_weights.load_onnx_weights(model, path, torch.zeros(1, 2, 4096))
     assert loaded.folded
     batch = torch.randn(2, 2, 6000, generator=torch.Generator().manual_seed(5)) * 0.3
     mods = dict(model.named_modules())
@@ -187,7 +187,7 @@ def test_calibration_keeps_the_eval_function_and_matches_batch_statistics(tmp_pa
 
     before, seen = folded_inputs()
     identity = train_vs_eval(seen)
-    init_from.calibrate_folded(model, loaded.folded, [batch])
+    onnx_weights.calibrate_folded(model, loaded.folded, [batch])
     after, seen = folded_inputs()
     assert torch.allclose(after, before, atol=1e-5)  # the eval function is unchanged
     assert train_vs_eval(seen) < 1e-4 < 0.1 < identity
@@ -200,7 +200,8 @@ def _log(path):
 
 
 def test_separator_training_starts_from_the_file_then_resume_wins(tmp_path):
-    from dawsep.train.train_separator import load_checkpoint, train, validate
+    from dawsep.train.run_folder import load_checkpoint
+    from dawsep.train.train_separator import train, validate
 
     src = randomize(tiny("tfctdf"))
     path = _export_separator(src, tmp_path / "m.onnx")
@@ -238,7 +239,8 @@ def test_separator_training_starts_from_the_file_then_resume_wins(tmp_path):
 
 
 def test_separator_minutes_budget_stops_cleanly(tmp_path):
-    from dawsep.train.train_separator import load_checkpoint, train
+    from dawsep.train.run_folder import load_checkpoint
+    from dawsep.train.train_separator import train
 
     msgs = []
     res = train(sep_cfg(tmp_path, 50), ToyStems(), log=msgs.append, minutes=0.0)
@@ -247,7 +249,8 @@ def test_separator_minutes_budget_stops_cleanly(tmp_path):
 
 
 def test_transcriber_training_starts_from_the_file_and_respects_minutes(tmp_path):
-    from dawsep.train.train_transcriber import TrainConfig, evaluate, load_checkpoint, train, valid_indices
+    from dawsep.train.run_folder import load_checkpoint
+    from dawsep.train.train_transcriber import TrainConfig, evaluate, train, valid_indices
     from dawsep.train.transcriber import PianoTranscriber
     from dawsep.train.export.transcriber import export
 
@@ -303,7 +306,7 @@ def _band_song(root, split, name, seed, samples=2 * 44_100):
 def test_session_warm_starts_trains_and_ships_then_resumes(tmp_path):
     from dawsep.train.export.separator import export_model
     from dawsep.train import session
-    from dawsep.train.train_separator import load_checkpoint
+    from dawsep.train.run_folder import load_checkpoint
 
     data, models, runs = (str(tmp_path / d) for d in ("data", "models", "runs"))
     for split, n in (("train", 3), ("valid", 2), ("test", 1)):

@@ -14,10 +14,11 @@ pytest.importorskip("onnxruntime")
 from dawsep.errors import ModelError, UnknownStemError  # noqa: E402
 from dawsep.train.export.separator import STEM_INPUT, export_model, ort_session, restamp  # noqa: E402
 from dawsep.train.lasaft import GPoCM, LaSAFT, LaSAFTNet  # noqa: E402
+from dawsep.train.separation_losses import conditioned_loss, sample_stems, separation_loss, spectral_mask_loss  # noqa: E402
 from dawsep.train.separators import build  # noqa: E402
 from dawsep.train.stft import STFT  # noqa: E402
-from dawsep.train.train_separator import (TrainConfig, conditioned_loss, load_checkpoint, sample_stems,  # noqa: E402
-                                          separation_loss, spectral_mask_loss, train)
+from dawsep.train.run_folder import load_checkpoint  # noqa: E402
+from dawsep.train.train_separator import TrainConfig, train  # noqa: E402
 
 from test_separators import SPEC, ToyStems, _log, _one_thread, randomize  # noqa: E402,F401
 

@@ -17,7 +17,8 @@ ort = pytest.importorskip("onnxruntime")
 from dawsep.train.separators import OpenUnmix, TFCTDFUNet, UNetMask, build  # noqa: E402
 from dawsep.train.waveform import ConvTasNet, Demucs  # noqa: E402
 from dawsep.train.stft import ISTFT, STFT  # noqa: E402
-from dawsep.train.train_separator import TrainConfig, load_checkpoint, sdr_song, train  # noqa: E402
+from dawsep.train.run_folder import load_checkpoint  # noqa: E402
+from dawsep.train.train_separator import TrainConfig, sdr_song, train  # noqa: E402
 from dawsep.train.export.separator import export_model, ort_session  # noqa: E402
 
 SPEC = dict(n_fft=256, hop=128, n_bins=64)
@@ -270,7 +271,7 @@ def test_waveform_models_train_with_waveform_l1(tmp_path, arch):
 def test_masked_magnitudes_shortcut(tmp_path):
     """Open-Unmix's loss path: the masked magnitudes sum over stems to the mixture magnitude (the
     softmax masks sum to one), and training on them lowers the loss."""
-    from dawsep.train.train_separator import spectral_mask_loss
+    from dawsep.train.separation_losses import spectral_mask_loss
 
     m = randomize(tiny("umx"))
     x = torch.randn(2, 2, 5000) * 0.3

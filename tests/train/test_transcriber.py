@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -11,9 +12,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 
-from dawsep.train.train_transcriber import (  # noqa: E402
-    TrainConfig, decode_notes, load_checkpoint, losses, note_counts, train,
-)
+from dawsep.train.run_folder import load_checkpoint  # noqa: E402
+from dawsep.train.train_transcriber import TrainConfig, decode_notes, losses, note_counts, train  # noqa: E402
 from dawsep.train.transcriber import N_KEYS, OUTPUTS, PianoTranscriber, TranscriberConfig  # noqa: E402
 
 SR, HOP = 16000, 320
@@ -164,6 +164,37 @@ def test_resume_gives_identical_continuation(tmp_path):
     assert not [f for f in os.listdir(tmp_path / "b") if ".tmp-" in f]
 
 
+class _KillAt(SineNotes):
+    """Sends this process SIGTERM when item ``at`` is loaded (as ``kill`` would mid-run)."""
+
+    def __init__(self, at: int, *a, **kw):
+        super().__init__(*a, **kw)
+        self.at = at
+
+    def __getitem__(self, i):
+        if self.epoch == 0 and i == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().__getitem__(i)
+
+
+def test_sigterm_saves_the_step_and_resumes_identically(tmp_path):
+    """SIGTERM mid-run: the step in progress finishes, last.pt holds it, the handler is restored,
+    and the resumed run ends where an uninterrupted one does."""
+    valid = {"clean": SineNotes(4, seed=2)}
+    handler = signal.getsignal(signal.SIGTERM)
+    logs = []
+    train(_cfg(tmp_path / "b", 7), TINY, _KillAt(4, 6, seed=1), valid, log=logs.append)  # item 4: step 2's batch
+    assert signal.getsignal(signal.SIGTERM) is handler
+    assert load_checkpoint(str(tmp_path / "b" / "last.pt"))["step"] == 3
+    assert any("stopped by signal at step 3" in m for m in logs)
+    train(_cfg(tmp_path / "b", 7), TINY, SineNotes(6, seed=1), valid, log=lambda m: None)
+    train(_cfg(tmp_path / "a", 7), TINY, SineNotes(6, seed=1), valid, log=lambda m: None)
+    a, b = (load_checkpoint(str(tmp_path / r / "last.pt")) for r in "ab")
+    assert a["step"] == b["step"] == 7
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
 def test_onnx_export_parity_and_metadata(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from dawsep.train.export.transcriber import export, read_metadata
@@ -221,3 +252,4 @@ def test_pos_weight_scales_the_positive_term_only():
     # at logit 0 every cell costs log 2; positives cost 8x with the weight: (8*1 + 3) / (1 + 3)
     assert float(weighted / plain) == pytest.approx(11 / 4, rel=1e-6)
     assert float(losses(lg, batch, pos_weight={"onset": 8.0})["frame"]) == pytest.approx(float(plain), rel=1e-6)
+

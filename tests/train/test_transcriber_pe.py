@@ -101,7 +101,8 @@ def test_trains_resumes_and_exports_through_the_shared_tools(tmp_path):
     from dawsep.train.export.transcriber import export_checkpoint, read_metadata
     from tests.train.test_transcriber import SineNotes
 
-    from dawsep.train.train_transcriber import TrainConfig, load_checkpoint, train
+    from dawsep.train.run_folder import load_checkpoint
+    from dawsep.train.train_transcriber import TrainConfig, train
     from dawsep.train.transcribers import config_from_dict
 
     cfg = config_from_dict(TINY.to_dict())
