@@ -29,6 +29,9 @@ def transcriber() -> None:
 @click.option("--segment-seconds", type=float, default=5.0, show_default=True, help="Training excerpt length.")
 @click.option("--lr", type=float, default=6e-4, show_default=True)
 @click.option("--warmup", type=int, default=300, show_default=True, help="Linear learning-rate warm-up steps.")
+@click.option("--lr-half-life", "lr_half_life", type=click.IntRange(min=1), default=None,
+              help="Steps for the learning rate to halve after warm-up (default: TrainConfig's). The rate is a "
+                   "function of the step, so a resumed run can anneal faster.")
 @click.option("--conditions", default=None,
               help='JSON mix of training conditions, e.g. \'{"clean": 0.5, "mix": 0.25, "residue": 0.25}\' '
                    "(default: the dataset's).")
@@ -56,7 +59,7 @@ def transcriber() -> None:
 @click.option("--cache/--no-cache", default=True, show_default=True,
               help="Read stems from the int16 cache under DATA/.cache-int16 (built on first use), else decode FLAC.")
 @_errors
-def train(data, out, steps, batch, segment_seconds, lr, warmup, conditions, pos_weight, valid_every, valid_items, valid_conditions,
+def train(data, out, steps, batch, segment_seconds, lr, warmup, lr_half_life, conditions, pos_weight, valid_every, valid_items, valid_conditions,
           checkpoint_every, log_every,
           workers, threads, device, seed, model_config, init_from, minutes, cache) -> None:
     """Train (resumable) on the rendered corpus."""
@@ -67,6 +70,7 @@ def train(data, out, steps, batch, segment_seconds, lr, warmup, conditions, pos_
     from dawsep.train.transcribers import config_from_dict
 
     cfg = TrainConfig(data=data, out=out, steps=steps, batch=batch, segment_seconds=segment_seconds, lr=lr, warmup=warmup,
+                      **({"lr_half_life": lr_half_life} if lr_half_life else {}),
                       conditions=json.loads(conditions) if conditions else None,
                       pos_weight=json.loads(pos_weight) if pos_weight else {},
                       valid_every=valid_every, valid_items=valid_items,

@@ -253,3 +253,22 @@ def test_pos_weight_scales_the_positive_term_only():
     assert float(weighted / plain) == pytest.approx(11 / 4, rel=1e-6)
     assert float(losses(lg, batch, pos_weight={"onset": 8.0})["frame"]) == pytest.approx(float(plain), rel=1e-6)
 
+
+def test_cli_lr_half_life_reaches_the_schedule(monkeypatch, tmp_path):
+    """``--lr-half-life`` sets the decay (a resumed run can anneal faster); absent, the config's default."""
+    from click.testing import CliRunner
+
+    import dawsep.train.train_transcriber as tt
+    from dawsep.train.cli import main
+
+    seen = []
+    monkeypatch.setattr(tt, "train", lambda cfg, *a, **kw: seen.append(cfg) or {})
+    base = ["transcriber", "train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--warmup", "10"]
+    for extra in (["--lr-half-life", "100"], []):
+        r = CliRunner().invoke(main, base + extra)
+        assert r.exit_code == 0, r.output
+    fast, default = seen
+    assert fast.lr_half_life == 100 and default.lr_half_life == TrainConfig.lr_half_life
+    assert tt.lr_at(fast, 110) == pytest.approx(fast.lr / 2)
+    assert tt.lr_at(default, 110) > 0.99 * default.lr
+    assert CliRunner().invoke(main, base + ["--lr-half-life", "0"]).exit_code != 0
