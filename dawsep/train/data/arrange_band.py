@@ -12,11 +12,10 @@ from dawsep.train.data.arrange_frame import Frame, Writer, melody, pick
 from dawsep.train.data.score import Part
 from dawsep.train.data.theory import nearest, voicing
 
-__all__ = ["BASS_PROGRAMS", "GUITAR_PROGRAMS", "DRUM_KITS", "OTHER_ROLES", "bass", "drums", "guitar", "other"]
+__all__ = ["BASS_PROGRAMS", "DRUM_KITS", "OTHER_ROLES", "bass", "drums", "guitar", "other"]
 
 # GM programs by family (0-based).
 BASS_PROGRAMS = (32, 33, 34, 35, 36, 37, 38, 39)
-GUITAR_PROGRAMS = (24, 25, 26, 27, 28, 29, 30)
 DRUM_KITS = (0, 8, 16, 24, 25, 32, 40)
 OTHER_ROLES = {
     "pad": (48, 49, 50, 51, 52, 53, 54, 88, 89, 90, 91, 92, 93, 94, 95, 16, 17, 18, 19, 20),

@@ -19,12 +19,12 @@ import soundfile as sf
 
 from dawsep.train.data.pitch import measure_pitch
 from dawsep.train.data.samples import SampleSet, SamplerError, Zone
+from dawsep.train.data.score import PIANO_MAX, PIANO_MIN
 
-__all__ = ["PIANO_KEYS", "load_iowa_steinway", "iowa_tuning"]
+__all__ = ["load_iowa_steinway", "iowa_tuning"]
 
 _IOWA_NAME = re.compile(r"Piano\.ff\.([A-G]b?)(\d)\.flac")
 _PITCH_CLASS = {"C": 0, "Db": 1, "D": 2, "Eb": 3, "E": 4, "F": 5, "Gb": 6, "G": 7, "Ab": 8, "A": 9, "Bb": 10, "B": 11}
-PIANO_KEYS = (21, 108)
 
 
 def _iowa_zip() -> str:
@@ -71,7 +71,7 @@ def _iowa_zones(zip_path: str) -> tuple[tuple[Zone, ...], tuple[tuple[str, int, 
             kept.append(item)
     kept.sort(key=lambda t: t[2])
     roots = np.array([k[2] for k in kept])
-    keys = np.arange(PIANO_KEYS[0], PIANO_KEYS[1] + 1)
+    keys = np.arange(PIANO_MIN, PIANO_MAX + 1)
     owner = np.argmin(np.abs(keys[:, None] - roots[None, :]), axis=1)
     zones = []
     for i, (member, _label, root) in enumerate(kept):

@@ -52,9 +52,8 @@ from dawsep.train.data.freepats import (
 from dawsep.train.data.pitch import measure_pitch
 from dawsep.train.data.score import LABEL_TEMPO, LABEL_TPB, SAMPLE_RATE, Note
 
-__all__ = ["render_part_timidity", "patch_tuning", "drum_hit_delay", "LATENCY_SAMPLES", "SOURCE", "TUNED_PROGRAMS"]
+__all__ = ["render_part_timidity", "patch_tuning", "drum_hit_delay", "LATENCY_SAMPLES", "TUNED_PROGRAMS"]
 
-SOURCE = "freepats"
 TIMIDITY_BIN = "timidity"
 #: TiMidity's output delay: a note-on at tick t first sounds at sample t + LATENCY_SAMPLES (measured).
 LATENCY_SAMPLES = 0
