@@ -15,7 +15,7 @@ Transformation for Conditioned Source Separation"; the seed's slides):
   and the LaSAFT: ``x * sigmoid(omega x + beta)`` with the 1x1 "convolution" ``omega [C, C]``
   and ``beta [C]`` generated from ``z``. ``modulation="film"`` is the ablation:
   ``gamma x + beta`` per channel, no channel mixing and no gate.
-- Front and back end are :class:`~dawsep.train.separators.MaskSeparator`'s (in-graph STFT,
+- Front and back end are :class:`~dawsep.train.mask_separator.MaskSeparator`'s (in-graph STFT,
   compressed loudness-normalised input, the ``fold`` of adjacent bins into channels of the
   TFC-TDF U-Net, iSTFT to exactly the input length). The mask is per stem and independent of
   the other stems (``"sigmoid"``: magnitude mask in [0, 1] with the mixture phase, the default;
@@ -28,7 +28,7 @@ not depend on the condition and are computed once per mixture; everything after 
 per requested stem. ``forward(mix)`` gives all stems (the usual ``[B, S, 2, T]`` contract),
 ``forward(mix, stem_ids)`` only the ones asked for.
 
-Trunk tensors are ``[B, C, N(time), F(freq)]`` as in :mod:`dawsep.train.separators`.
+Trunk tensors are ``[B, C, N(time), F(freq)]`` as in :mod:`dawsep.train.mask_separator`.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ import math
 import torch
 from torch import nn
 
-from dawsep.train.separators import ARCHS, TFC, MaskSeparator, _bn_act
+from dawsep.train.mask_separator import TFC, MaskSeparator, bn_act
 
 MODULATIONS = ("gpocm", "film")
 #: masks that keep each stem independent of the others (see the module docstring)
@@ -57,8 +57,8 @@ class LaSAFT(nn.Module):
         super().__init__()
         u = max(f // bf, min_units)
         self.n_latent, self.scale = n_latent, 1.0 / math.sqrt(d_k)
-        self.shared = nn.Sequential(nn.Linear(f, u, bias=False), *_bn_act(channels, nn.ReLU()))
-        self.copies = nn.Sequential(nn.Linear(u, n_latent * f, bias=False), *_bn_act(channels, nn.ReLU()))
+        self.shared = nn.Sequential(nn.Linear(f, u, bias=False), *bn_act(channels, nn.ReLU()))
+        self.copies = nn.Sequential(nn.Linear(u, n_latent * f, bias=False), *bn_act(channels, nn.ReLU()))
         self.query = nn.Linear(embed_dim, d_k)
         self.keys = nn.Parameter(torch.randn(n_latent, d_k))
 
@@ -171,16 +171,16 @@ class LaSAFTNet(MaskSeparator):
         self.fold, self.frame_multiple = fold, 1 << depth
         lat = dict(bf=bf, n_latent=n_latent, embed_dim=embed_dim, d_k=d_k)
         self.embedding = nn.Embedding(self.n_stems, embed_dim)
-        self.first = nn.Sequential(nn.Conv2d(4 * fold, channels[0], 1, bias=False), *_bn_act(channels[0], nn.ReLU()))
+        self.first = nn.Sequential(nn.Conv2d(4 * fold, channels[0], 1, bias=False), *bn_act(channels[0], nn.ReLU()))
         self.enc, self.down, self.up, self.dec = nn.ModuleList(), nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         for i in range(depth):
             c, c_next = channels[i], channels[i + 1]
             self.enc.append(LaSAFTBlock(c, c, f >> i, layers, **lat))
-            self.down.append(nn.Sequential(nn.Conv2d(c, c_next, 2, 2, bias=False), *_bn_act(c_next, nn.ReLU())))
+            self.down.append(nn.Sequential(nn.Conv2d(c, c_next, 2, 2, bias=False), *bn_act(c_next, nn.ReLU())))
         self.mid = LaSAFTBlock(channels[-1], channels[-1], f >> depth, layers, **lat)
         for i in reversed(range(depth)):
             c, c_next = channels[i], channels[i + 1]
-            self.up.append(nn.Sequential(nn.ConvTranspose2d(c_next, c, 2, 2, bias=False), *_bn_act(c, nn.ReLU())))
+            self.up.append(nn.Sequential(nn.ConvTranspose2d(c_next, c, 2, 2, bias=False), *bn_act(c, nn.ReLU())))
             self.dec.append(LaSAFTBlock(2 * c, c, f >> i, layers, modulation=modulation, **lat))
         self.head = nn.Conv2d(channels[0], self.mask_parts * fold, 1)
         self._head_init(self.head, n_out=1)
@@ -218,5 +218,3 @@ class LaSAFTNet(MaskSeparator):
         -> ``stems [B, K, 2, T]``; row ``k`` of item ``b`` is stem ``stem_ids[b, k]``."""
         return self._apply_masks(*self._masks(mix, stem_ids), mix.shape[-1])
 
-
-ARCHS["lasaft"] = LaSAFTNet

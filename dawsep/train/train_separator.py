@@ -45,7 +45,8 @@ from torch.utils.data import DataLoader, Dataset
 from dawsep.errors import DawsepError
 from dawsep.metrics import sdr_song, sdr_stems, summarize  # noqa: F401  (re-exported)
 from dawsep.train.data.score import SAMPLE_RATE, STEMS
-from dawsep.train.separators import ARCHS, MaskSeparator, build, n_params  # noqa: F401
+from dawsep.train.mask_separator import MaskSeparator
+from dawsep.train.separators import ARCHS, build, n_params
 from dawsep.train.evaluate import baselines
 from dawsep.train.run_folder import StopOnSignal, append_log, load_checkpoint, save_atomic, truncate_log
 from dawsep.train.separation_losses import conditioned_loss, sample_stems, separation_loss, spectral_mask_loss
