@@ -12,7 +12,8 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from dawsep.errors import ModelError, UnknownStemError  # noqa: E402
-from dawsep.train.export.separator import STEM_INPUT, export_model, ort_session, restamp  # noqa: E402
+from dawsep.train.export import ort_session  # noqa: E402
+from dawsep.train.export.separator import STEM_INPUT, export_model, restamp  # noqa: E402
 from dawsep.train.lasaft import GPoCM, LaSAFT, LaSAFTNet  # noqa: E402
 from dawsep.train.separation_losses import conditioned_loss, sample_stems, separation_loss, spectral_mask_loss  # noqa: E402
 from dawsep.train.separators import build  # noqa: E402

@@ -19,7 +19,8 @@ from dawsep.train.waveform import ConvTasNet, Demucs  # noqa: E402
 from dawsep.train.stft import ISTFT, STFT  # noqa: E402
 from dawsep.train.run_folder import load_checkpoint  # noqa: E402
 from dawsep.train.train_separator import TrainConfig, sdr_song, train  # noqa: E402
-from dawsep.train.export.separator import export_model, ort_session  # noqa: E402
+from dawsep.train.export import ort_session  # noqa: E402
+from dawsep.train.export.separator import export_model  # noqa: E402
 
 SPEC = dict(n_fft=256, hop=128, n_bins=64)
 

@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from dawsep.errors import ModelError
+from dawsep.train.export import ort_session
 
 #: what the old and new files are compared on: the demo song's first seconds, at the model's rate
 COMPARE_SECONDS = 12.0
@@ -32,21 +33,14 @@ def _demo_audio(sample_rate: int, seconds: float, song: str) -> np.ndarray:
 
 
 def _run(path: str, feed: dict[str, np.ndarray], threads: int) -> list[np.ndarray]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"]).run(None, feed)
+    return ort_session(path, threads).run(None, feed)
 
 
 def _seconds_per_run(path: str, feed: dict[str, np.ndarray], threads: int, repeats: int = 3) -> float:
+    """Best of ``repeats`` timed runs after one warm-up run."""
     import time
 
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(path, threads)
     sess.run(None, feed)
     best = float("inf")
     for _ in range(repeats):

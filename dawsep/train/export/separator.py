@@ -29,6 +29,8 @@ import warnings
 import numpy as np
 import torch
 
+from dawsep.train.export import ort_session
+
 OPSET = 17
 #: the optional input of a conditioned graph: which stems to compute (module docstring)
 STEM_INPUT = "stem_ids"
@@ -73,16 +75,6 @@ def _export_bytes(model: torch.nn.Module, example: torch.Tensor) -> bytes:
     proto.graph.initializer.append(numpy_helper.from_array(np.arange(model.model.n_stems, dtype=np.int64),
                                                            STEM_INPUT))
     return proto.SerializeToString()
-
-
-def ort_session(path_or_bytes, threads: int = 2):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3  # the overridable stem input's "not a constant" notice is by design
-    return ort.InferenceSession(path_or_bytes, so, providers=["CPUExecutionProvider"])
 
 
 def _random_mix(samples: int, batch: int, seed: int) -> torch.Tensor:

@@ -16,24 +16,16 @@ import warnings
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
 import dawsep
 from dawsep.errors import ModelError
+from dawsep.train.export import ort_session
 from dawsep.train.transcriber import MIN_PITCH, OUTPUTS, PianoTranscriber, TranscriberConfig, count_parameters
 
 OPSET = 17
 INPUT = "audio"
 PARITY_TOL = 1e-4
-
-
-def session(path: str, threads: int = 2) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    # As in training: denormals (e.g. decaying GRU states) can slow CPU kernels many times over.
-    so.add_session_config_entry("session.set_denormal_as_zero", "1")
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
 def to_onnx(model: PianoTranscriber, path: str) -> None:
@@ -60,7 +52,7 @@ def parity(model: PianoTranscriber, path: str, samples: tuple[int, ...] = (40_00
            seed: int = 0) -> float:
     """Max abs difference ONNX Runtime vs torch over all outputs, random audio in [-0.5, 0.5]."""
     model.eval()
-    sess = session(path)
+    sess = ort_session(path)
     g = torch.Generator().manual_seed(seed)
     worst = 0.0
     for n in samples:
@@ -77,7 +69,7 @@ def parity(model: PianoTranscriber, path: str, samples: tuple[int, ...] = (40_00
 
 def realtime_factor(path: str, seconds: float = 30.0, threads: int = 2, repeats: int = 3) -> float:
     """Audio seconds per wall second for one ``seconds``-long mono input (best of ``repeats``)."""
-    sess = session(path, threads)
+    sess = ort_session(path, threads)
     sr = int(read_metadata(path).get("dawsep.sample_rate", 16000))
     x = (np.random.default_rng(0).standard_normal((1, int(seconds * sr))) * 0.1).astype(np.float32)
     sess.run(None, {INPUT: x[:, :sr]})  # warm-up (allocations, kernel selection)
