@@ -252,7 +252,7 @@ def test_a_worker_whose_driver_is_gone_writes_nothing(tmp_path, gain, monkeypatc
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_writes_the_manifest_and_exits_with_the_signal_code(tmp_path, tiny_separator, sig, code):
     preset = tiny_preset(tmp_path, tiny_separator)
-    _slow_songs(tmp_path / "in", 8, 15.0)
+    _slow_songs(tmp_path / "in", 32, 15.0)  # many: the run must outlast the first song by far, on an idle machine too
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "dawsep.cli", "render", str(tmp_path / "in"), "-o", str(out),
                              "--preset", str(preset), "-q"], stderr=subprocess.PIPE, text=True)
