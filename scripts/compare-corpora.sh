@@ -16,7 +16,7 @@ ln -s "$C/data/valid" "$V2S/valid"; ln -s "$C/data-v1/test" "$V2S/test"
 for v in v1 v2; do
   data=$([ $v = v1 ] && echo "$C/data-v1" || echo "$V2S")
   nice -n 2 .venv/bin/dawsep-train transcriber train --data "$data" --out "$C/runs/cmp-$v" \
-    --init-from dawsep/models/transcriber.onnx --steps "$STEPS" --batch 8 --segment-seconds 5 \
+    --init-from dawsep/models/transcriber-oaf.onnx --steps "$STEPS" --batch 8 --segment-seconds 5 \
     --valid-every 250 --valid-items 12 --workers 1 --threads 1 --seed 0 --lr 3e-4 --warmup 50 \
     --conditions '{"clean": 0.5, "mix": 0.25, "residue": 0.25}' --pos-weight '{"onset": 8, "offset": 8}' \
     > "$C/runs/cmp-$v.log" 2>&1 &

@@ -43,10 +43,14 @@ def _close(got, ref, rel=1e-4):
 
 
 # ------------------------------------------------------------------ the shipped models
-def test_shipped_transcriber_reproduces_onnx_runtime():
-    path = os.path.join(MODELS, "transcriber.onnx")
+@pytest.mark.parametrize("name, arch, folded", [
+    ("transcriber.onnx", "PitchTranscriber", 12),  # the default: the pitch model's conv BatchNorms
+    ("transcriber-oaf.onnx", "PianoTranscriber", 3),  # onsets-and-frames' three conv blocks
+])
+def test_shipped_transcribers_reproduce_onnx_runtime(name, arch, folded):
+    path = os.path.join(MODELS, name)
     model, loaded = init_from.transcriber(path)
-    assert len(loaded.folded) == 3 and not loaded.dead  # the three conv blocks' BatchNorms
+    assert type(model).__name__ == arch and len(loaded.folded) == folded and not loaded.dead
     x = (torch.rand(2, 40_007, generator=torch.Generator().manual_seed(0)) - 0.5)
     with torch.no_grad():
         ref = [r.numpy() for r in model.eval()(x)]
