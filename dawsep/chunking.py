@@ -169,13 +169,18 @@ class OverlapDiscard:
     first frame they keep; the first one starts in zero padding, like the start of a file.
     :meth:`push` returns the finished ``(m, dims)`` frames; pushes plus :meth:`flush` give
     ``ceil(samples / hop)`` frames in all, whatever the block sizes.
+
+    ``short_tail`` (for a model that takes any length): the last segment of a :meth:`flush` is
+    cut to the frames still owed plus ``context`` frames of zero padding on each side, instead of
+    being zero-padded to a whole ``segment``, so a long segment costs nothing on a short input.
     """
 
     def __init__(self, model: Callable[[np.ndarray], np.ndarray], segment: int, hop: int, context: int,
-                 dims: int):
+                 dims: int, short_tail: bool = False):
         if segment % hop:
             raise ValueError(f"segment {segment} must be a multiple of hop {hop}")
         self.model, self.segment, self.hop, self.context, self.dims = model, int(segment), int(hop), int(context), int(dims)
+        self.short_tail = bool(short_tail)
         self.keep = self.segment // self.hop - 2 * self.context
         if self.keep < 1:
             raise ValueError(f"segment of {segment // hop} frames leaves nothing after {context} context frames per side")
@@ -219,12 +224,15 @@ class OverlapDiscard:
 
     def _run(self, k: int, total: int | None) -> np.ndarray:
         s = self._start(k) - self._in_start
-        piece = self._in[s:s + self.segment]
-        if piece.shape[0] < self.segment:
-            piece = np.pad(piece, (0, self.segment - piece.shape[0]))
+        length = self.segment
+        if total is not None and self.short_tail:  # frames owed (< keep: the last one) + context each side
+            length = min(length, (min(self.keep, total - k * self.keep) + 2 * self.context) * self.hop)
+        piece = self._in[s:s + length]
+        if piece.shape[0] < length:
+            piece = np.pad(piece, (0, length - piece.shape[0]))
         y = np.asarray(self.model(piece[None]), dtype=np.float32)[0]
-        if y.shape != (self.segment // self.hop, self.dims):
-            raise ValueError(f"model returned {y.shape}, expected {(self.segment // self.hop, self.dims)}")
+        if y.shape != (length // self.hop, self.dims):
+            raise ValueError(f"model returned {y.shape}, expected {(length // self.hop, self.dims)}")
         frames = y[self.context:self.context + self.keep]
         if total is not None:
             frames = frames[:max(0, total - k * self.keep)]

@@ -56,6 +56,12 @@ class DecodeOptions:
 #: 1.2x the speed.
 DEFAULT_OVERLAP = 0.1
 
+#: the chunk (seconds) offline transcription runs a model on when its graph takes any length
+#: (the packaged ones do; a graph with a fixed length gets its ``dawsep.segment_samples``). Each
+#: chunk's first and last second are context, computed and thrown away, so a 5 s chunk wastes 40 %
+#: of the work and a 20 s one 10 %. Streams pass their own, shorter chunk (latency).
+TRANSCRIBE_SEGMENT_S = 20.0
+
 #: ``dawsep separate`` warns (once per run) about a requested stem whose model scored below this
 #: SDR on its held-out test split (the model's metadata): below it a stem carries clearly audible
 #: other instruments. For scale, on that split: every stem as a fifth of the mixture +1.1 dB, the

@@ -18,7 +18,7 @@ import numpy as np
 from dawsep import runtime
 from dawsep.chunking import OverlapDiscard
 from dawsep.decoder import PEDAL_MIN_S, NoteEvent, OnlineDecoder, PedalEvent, decode
-from dawsep.defaults import DEFAULT_BPM, NOTE_ENDS, DecodeOptions  # the one definition
+from dawsep.defaults import DEFAULT_BPM, NOTE_ENDS, TRANSCRIBE_SEGMENT_S, DecodeOptions  # the one definition
 from dawsep.errors import AudioFormatError, ModelError
 from dawsep.note_files import TICKS_PER_BEAT, Transcription, midi_from_events, write_midi
 from dawsep.pianoroll import piano_roll_png  # the PNG writer
@@ -40,6 +40,10 @@ class Transcriber:
 
     def __init__(self, model: str | os.PathLike = "default", *, threads: int | None = None,
                  segment_seconds: float | None = None, context_seconds: float = 1.0):
+        """``segment_seconds``: the chunk the model runs on (default: :data:`TRANSCRIBE_SEGMENT_S`
+        when the graph takes any length, else the model's ``dawsep.segment_samples``); a stream
+        that must answer soon passes a short one. ``context_seconds`` of each chunk's edges are
+        computed and discarded."""
         self.model = runtime.load(model, "transcriber", threads)
         info = self.model.info
         try:
@@ -48,7 +52,15 @@ class Transcriber:
         except (KeyError, ValueError):
             raise ModelError(f"{info.path}: transcriber metadata needs dawsep.hop_samples") from None
         self.info, self.sample_rate = info, info.sample_rate
-        seg = int(round(segment_seconds * self.sample_rate)) if segment_seconds else info.segment_samples
+        # a graph whose length axis is symbolic takes any length: longer offline chunks discard
+        # less context, and the last chunk is cut to what is left (OverlapDiscard.short_tail)
+        self.any_length = not isinstance(self.model.session.get_inputs()[0].shape[-1], int)
+        if segment_seconds:
+            seg = int(round(segment_seconds * self.sample_rate))
+        elif self.any_length:
+            seg = max(info.segment_samples, int(round(TRANSCRIBE_SEGMENT_S * self.sample_rate)))
+        else:
+            seg = info.segment_samples
         self.segment = max(self.hop, seg // self.hop * self.hop)
         self.context = int(round(context_seconds * self.sample_rate / self.hop))
         if self.segment // self.hop - 2 * self.context < 1:
@@ -67,7 +79,7 @@ class Transcriber:
 
     def stream(self) -> OverlapDiscard:
         dims = N_KEYS * 4 + (1 if "pedal" in self.outputs else 0)
-        return OverlapDiscard(self._run, self.segment, self.hop, self.context, dims)
+        return OverlapDiscard(self._run, self.segment, self.hop, self.context, dims, short_tail=self.any_length)
 
     def split(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         """``(F, dims)`` engine output -> ``{name: (F, 88 | 1)}``."""

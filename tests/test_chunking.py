@@ -190,3 +190,27 @@ def test_anchored_stream_keeps_the_delay_bound():
             pushed += int(n)
             assert 0 <= pushed - popped <= eng.max_delay
         assert popped + eng.flush().shape[2] == pushed
+
+
+def test_overlap_discard_short_tail_cuts_only_the_last_segment():
+    """With ``short_tail`` the flush's last model call covers the frames still owed plus the
+    context on both sides, not a whole segment; every frame-local output is unchanged."""
+    calls = []
+
+    def model(batch):
+        calls.append(batch.shape[1])
+        return frame_energy_model(batch)
+
+    x = np.random.default_rng(3).standard_normal(1234).astype(np.float32)
+    full = OverlapDiscard(frame_energy_model, segment=400, hop=HOP, context=3, dims=3)
+    short = OverlapDiscard(model, segment=400, hop=HOP, context=3, dims=3, short_tail=True)
+    a = np.concatenate([full.push(x), full.flush()])
+    b = np.concatenate([short.push(x[:700]), short.push(x[700:]), short.flush()])
+    assert a.shape == b.shape == (124, 3)
+    np.testing.assert_allclose(b[:, :2], a[:, :2], atol=1e-6)  # frame-local features: exact
+    # keep = 34 frames per call: 3 whole calls (102 frames), then 22 owed + 2 x 3 context frames
+    assert calls == [400, 400, 400, (22 + 6) * HOP]
+    # and a short input costs one short call, not a whole segment
+    calls.clear()
+    y = np.concatenate([short.push(x[:55]), short.flush()])
+    assert y.shape == (6, 3) and calls == [(6 + 6) * HOP]
