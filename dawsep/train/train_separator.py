@@ -43,7 +43,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dawsep.errors import DawsepError
-from dawsep.metrics import sdr_song, sdr_stems, summarize  # noqa: F401  (re-exported)
+from dawsep.metrics import sdr_stems, summarize
 from dawsep.train.data.score import SAMPLE_RATE, STEMS
 from dawsep.train.mask_separator import MaskSeparator
 from dawsep.train.separators import ARCHS, build, n_params

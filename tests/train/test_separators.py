@@ -18,7 +18,8 @@ from dawsep.train.separators import OpenUnmix, TFCTDFUNet, UNetMask, build  # no
 from dawsep.train.waveform import ConvTasNet, Demucs  # noqa: E402
 from dawsep.train.stft import ISTFT, STFT  # noqa: E402
 from dawsep.train.run_folder import load_checkpoint  # noqa: E402
-from dawsep.train.train_separator import TrainConfig, sdr_song, train  # noqa: E402
+from dawsep.metrics import sdr_song  # noqa: E402
+from dawsep.train.train_separator import TrainConfig, train  # noqa: E402
 from dawsep.train.export import ort_session  # noqa: E402
 from dawsep.train.export.separator import export_model  # noqa: E402
 
