@@ -99,11 +99,14 @@ FRAME_S = 0.01  # frame-F1 grid
 SCORES = ("note", "note+offset", "note+velocity", "frame")
 
 
-def transcription_songs(root: str, limit: int, seconds: float, split: str = "test"):
-    """Songs with piano (the test split unless told): ``[(name, piano (2, T), mix (2, T), notes (N, 4) onset/offset/pitch/velocity)]``,
-    evenly spaced over the split, the first ``seconds`` of each (notes cut there)."""
+def transcription_songs(root: str, limit: int, seconds: float, split: str = "test", separated: bool = False):
+    """Songs with piano (the test split unless told): ``[(name, piano (2, T), mix (2, T), notes (N, 4)
+    onset/offset/pitch/velocity, pedal spans (K, 2)[, separated piano (2, T) or None])]``, evenly
+    spaced over the split, the first ``seconds`` of each (notes cut there). ``separated``: add the
+    shipped separator's piano where ``dawsep-train data separate-piano`` wrote one."""
     from dawsep.train.data.dataset import load_songs, read_excerpt
     from dawsep.train.data.score import read_label_midi
+    from dawsep.train.data.separated import SEPARATED_STEM, has_separated
 
     songs = [s for s in load_songs(root, split, None) if s.meta.get("piano_notes", 0) > 0]
     if not songs:
@@ -117,7 +120,10 @@ def transcription_songs(root: str, limit: int, seconds: float, split: str = "tes
         notes, pedal = read_label_midi(os.path.join(s.path, "piano.mid"))
         notes = notes[notes[:, 0] < n / 44100 - 0.05]
         notes[:, 1] = np.minimum(notes[:, 1], n / 44100)
-        out.append((s.meta["name"], stems[0], stems.sum(0), notes, pedal_spans(pedal, n / 44100)))
+        row = (s.meta["name"], stems[0], stems.sum(0), notes, pedal_spans(pedal, n / 44100))
+        if separated:
+            row += (read_excerpt(s, SEPARATED_STEM, 0, n) if has_separated(s.path) else None,)
+        out.append(row)
     return out
 
 
@@ -235,15 +241,22 @@ def evaluate_transcriber(model_path: str, songs, separator=None, threads: int = 
 
 def tune_thresholds(model_path: str, root: str, limit: int = 16, seconds: float = 30.0,
                     onsets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), offsets=(0.5, 0.7, 0.9, 1.0),
-                    threads: int = 2) -> dict:
+                    threads: int = 2, conditions=("clean", "mix")) -> dict:
     """Decoding thresholds chosen on the **valid** split (the test split only reports): the onset
     threshold by note F1, then, at that onset threshold, the offset threshold by note+offset F1
-    (1.0 turns offset peaks off: notes end where their frames stop). Clean and mix counts summed."""
+    (1.0 turns offset peaks off: notes end where their frames stop). The counts of ``conditions``
+    (``clean``, ``mix``, ``separated``: the shipped separator's piano, where the corpus has it)
+    are summed."""
     from dawsep.transcribe import DecodeOptions, Transcriber, decode
 
+    column = {"clean": 1, "mix": 2, "separated": 5}
+    bad = set(conditions) - set(column)
+    if bad:
+        raise ValueError(f"unknown conditions {sorted(bad)}; allowed: {sorted(column)}")
     tr = Transcriber(model_path, threads=threads)
-    songs = transcription_songs(root, limit, seconds, split="valid")
-    posts = [(s, tr.posteriors(x, 44100)) for s in songs for x in (s[1], s[2])]
+    songs = transcription_songs(root, limit, seconds, split="valid", separated="separated" in conditions)
+    posts = [(s, tr.posteriors(s[column[c]], 44100)) for s in songs for c in conditions
+             if column[c] < len(s) and s[column[c]] is not None]
 
     def score(onset, offset, which):
         c = np.zeros(3)
@@ -259,4 +272,5 @@ def tune_thresholds(model_path: str, root: str, limit: int = 16, seconds: float 
     by_offset = {t: score(best_on, t, 1) for t in offsets}
     best_off = max(by_offset, key=by_offset.get)
     return {"onset_threshold": best_on, "offset_threshold": best_off, "note_f1_by_onset": by_onset,
-            "note_offset_f1_by_offset": by_offset, "songs": len(songs), "split": "valid"}
+            "note_offset_f1_by_offset": by_offset, "songs": len(songs), "items": len(posts),
+            "conditions": list(conditions), "split": "valid"}

@@ -449,3 +449,27 @@ def test_separated_condition_reads_the_separators_piano(corpus, tiny_separator, 
     aug = TranscriptionDataset(root, "train", segment_seconds=2.0, length=12, hop_samples=hop, seed=3,
                                conditions={"separated": 1.0}, return_info=True)
     assert all(by_name[aug[i]["info"]["song"]].path in mixtures for i in range(len(aug)))
+
+
+def test_transcription_songs_carry_the_separated_piano_for_threshold_tuning(corpus, tiny_separator, tmp_path):
+    """Thresholds can be tuned on the route the piano preset takes (the separator's piano): the
+    valid songs carry it where ``data separate-piano`` wrote one, None for solo piano."""
+    from dawsep.train.data.separated import SEPARATED_STEM, separate_corpus
+    from dawsep.train.evaluate import transcription_songs, tune_thresholds
+
+    root = str(tmp_path / "corpus")
+    shutil.copytree(corpus, root)
+    separate_corpus(root, ("valid",), tiny_separator, log=None)
+    rows = transcription_songs(root, 8, 3.0, split="valid", separated=True)
+    assert rows and all(len(r) == 6 for r in rows)
+    assert {r[0].split("-")[0] for r in rows} == {"gen", "piano"}  # a mixture and a solo piano
+    assert len(transcription_songs(root, 8, 3.0, split="valid")[0]) == 5  # unchanged without it
+    for name, piano, mix, notes, pedal, sep in rows:
+        path = os.path.join(root, "valid", name)
+        if name.startswith("piano"):
+            assert sep is None
+        else:
+            want = _read(os.path.join(path, f"{SEPARATED_STEM}.flac"))[:, :piano.shape[1]]
+            assert sep.shape == piano.shape and np.abs(sep - want).max() < 1e-4
+    with pytest.raises(ValueError, match="unknown conditions"):
+        tune_thresholds("default", root, conditions=("clean", "residue"))
