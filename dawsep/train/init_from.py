@@ -113,13 +113,28 @@ def transcriber(path: str, model_config=None):
             raise InitFromError(f"{path}: its architecture {str(arch)[:200]} is not a transcriber's "
                                 f"({', '.join(names)})")
         cfg = config_from_dict(arch["config"])
-    if model_config is not None and model_config != cfg:
+    grow = _grown_fields(cfg, model_config) if ck else ()
+    if model_config is not None and model_config != cfg and not grow:
         raise InitFromError(f"{path} holds a transcriber with {cfg}, not {model_config}")
-    model = build(cfg)
+    model = build(model_config if grow else cfg)
     if ck:
-        model.load_state_dict(ck["model"])
-        return model, Loaded()
+        missing, unexpected = model.load_state_dict(ck["model"], strict=False)
+        if unexpected or (missing and not grow):
+            raise InitFromError(f"{path}: weights do not fit the model (missing {missing}, unexpected {unexpected})")
+        return model, Loaded(grown=sorted(missing))
     return model, load_onnx_weights(model, path, torch.zeros(1, 4 * cfg.hop))
+
+
+def _grown_fields(saved, wanted) -> tuple[str, ...]:
+    """The fields ``wanted`` switches on that ``saved`` had off, when that is all that differs and
+    the architecture declares them growable (new parameters that start as a no-op); else ()."""
+    growable = getattr(type(saved), "GROWABLE", ())
+    if wanted is None or type(wanted) is not type(saved) or not growable:
+        return ()
+    a, b = saved.to_dict(), wanted.to_dict()
+    diff = [k for k in b if a.get(k) != b[k]]
+    ok = diff and all(k in growable and b[k] and not a.get(k) for k in diff)
+    return tuple(diff) if ok else ()
 
 
 def file_info(path: str) -> dict:

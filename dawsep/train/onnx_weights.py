@@ -134,6 +134,7 @@ class Loaded:
 
     folded: list[str] = field(default_factory=list)  # BatchNorms folded into their Conv (identity now)
     dead: list[str] = field(default_factory=list)    # parameters no output depends on: left as built
+    grown: list[str] = field(default_factory=list)   # new parameters of a grown config: left as built (a no-op)
 
 
 def onnx_state_dict(model: nn.Module, path: str, example: torch.Tensor) -> tuple[dict[str, torch.Tensor], Loaded]:

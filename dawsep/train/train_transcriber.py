@@ -308,9 +308,11 @@ def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train
                    for j in range(0, n, cfg.batch)]
         calibrate_folded(model, loaded.folded, batches)
         write({"step": 0, "init_from": init, "folded_batchnorms": loaded.folded, "unused_parameters": loaded.dead,
+               "grown_parameters": loaded.grown,
                "calibration_items": n, "time": time.time()})
         log(f"initialised from {cfg.init_from} (step 0, fresh optimiser and warm-up); "
-            f"{len(loaded.folded)} folded BatchNorms calibrated on {n} items")
+            f"{len(loaded.folded)} folded BatchNorms calibrated on {n} items"
+            + (f"; new parameters (a no-op at first): {', '.join(loaded.grown)}" if loaded.grown else ""))
         if v_idx:
             validate_and_keep_best()  # the starting weights' score: best.pt never falls below it
 

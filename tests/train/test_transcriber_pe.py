@@ -140,3 +140,42 @@ def test_trains_resumes_and_exports_through_the_shared_tools(tmp_path):
     with torch.no_grad():
         for a, b in zip(ref.eval()(x), back.eval()(x)):
             assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_velocity_context_grows_from_a_checkpoint_without_it_and_learns_the_chunk_level(tmp_path):
+    """``velocity_context`` adds a read of the chunk's level to the velocity head: a run grown from
+    a checkpoint without it starts with identical outputs (the new weights are zero), only
+    ``velocity_ctx`` is new, every other mismatch is refused, and it survives ONNX export and
+    ``--init-from`` the export."""
+    import dataclasses
+
+    from dawsep.train import init_from
+    from dawsep.train.export.transcriber import export_checkpoint
+    from dawsep.train.run_folder import save_atomic
+
+    old = PitchTranscriber(TINY).eval()
+    path = str(tmp_path / "old.pt")
+    save_atomic({"model": old.state_dict(), "model_config": TINY.to_dict(), "step": 7}, path)
+    grown_cfg = dataclasses.replace(TINY, velocity_context=True)
+    grown, loaded = init_from.transcriber(path, grown_cfg)
+    assert loaded.grown == ["velocity_ctx.weight"] and grown.cfg == grown_cfg
+    x = torch.randn(2, 16000) * 0.3
+    with torch.no_grad():
+        for a, b in zip(old(x), grown.eval()(x)):
+            assert torch.equal(a, b)
+        # once trained, the velocity depends on the chunk's level, the other outputs still do not
+        grown.velocity_ctx.weight.fill_(0.5)
+        out = grown(x)
+        assert not torch.allclose(out[3], old(x)[3])
+        assert all(torch.equal(a, b) for i, (a, b) in enumerate(zip(old(x), out)) if i != 3)
+    with pytest.raises(init_from.InitFromError):  # anything else that differs is still refused
+        init_from.transcriber(path, dataclasses.replace(grown_cfg, temporal=8))
+    ck = str(tmp_path / "grown.pt")
+    save_atomic({"model": grown.state_dict(), "model_config": grown_cfg.to_dict(), "step": 1}, ck)
+    with pytest.raises(init_from.InitFromError):  # and it is not dropped again
+        init_from.transcriber(ck, TINY)
+    # export and read back
+    out = str(tmp_path / "grown.onnx")
+    export_checkpoint(ck, out, rtf_seconds=None)
+    back, _ = init_from.transcriber(out)
+    assert back.cfg.velocity_context and torch.equal(back.velocity_ctx.weight, grown.velocity_ctx.weight)
