@@ -70,7 +70,13 @@ class PitchTranscriberConfig:
     velocity_context: bool = False
     #: fields that, switched on, only add parameters initialised so the outputs do not change: a
     #: checkpoint without them can start a run with them (``--init-from run/last.pt``)
-    GROWABLE: ClassVar[tuple[str, ...]] = ("velocity_context",)
+    GROWABLE: ClassVar[tuple[str, ...]] = ("velocity_context", "velocity_level")
+    # ... and the raw log level of each key's harmonics (the normalised spectrum the convolutions
+    # start from, max over the key's bins) beside the same minus the chunk's maximum: how loud the
+    # note is, absolutely and against the loudest in the chunk. The trunk's features, trained for
+    # onsets and frames, keep little of either (with velocity_context alone the estimates still
+    # spread 2.6 MIDI units within a song against the reference's 12.9).
+    velocity_level: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -188,6 +194,9 @@ class PitchTranscriber(nn.Module):
         if cfg.velocity_context:  # zero at first: a model grown from one without it starts unchanged
             self.velocity_ctx = nn.Conv2d(2 * (h + kc), 1, 1, bias=False)
             nn.init.zeros_(self.velocity_ctx.weight)
+        if cfg.velocity_level:  # the same
+            self.velocity_lvl = nn.Conv2d(2 * len(cfg.harmonics), 1, 1, bias=False)
+            nn.init.zeros_(self.velocity_lvl.weight)
         self.frame_in = nn.Conv2d(h + kc + 2, h, 1)
         self.frame_tcn = nn.ModuleList(_TemporalBlock(h, d, cfg.dropout) for d in cfg.frame_dilations)
         self.frame_fc = nn.Conv2d(h + kc + 2, 1, 1)
@@ -208,13 +217,17 @@ class PitchTranscriber(nn.Module):
 
     def key_features(self, audio: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` -> ``(B, key_channels, F, 88)``: one feature sequence per key."""
-        y = self.conv(self.stacked(audio))  # (B, C, F, n_semitones)
+        return self._keys(self.conv(self.stacked(audio)))
+
+    def _keys(self, y: torch.Tensor) -> torch.Tensor:
+        """``(..., n_semitones)`` -> ``(..., 88)``: the piano's keys."""
         lo = self.cfg.low_margin
         return y[..., lo: lo + N_KEYS]
 
     def logits(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
         """Pre-sigmoid outputs, keyed by ``OUTPUTS``: ``(B, F, 88)`` and pedal ``(B, F, 1)``."""
-        k = self.key_features(audio)  # (B, C, F, 88)
+        stack = self.stacked(audio)  # (B, H, F, n_bins)
+        k = self._keys(self.conv(stack))  # (B, C, F, 88)
         x = self.note_in(k)
         for blk in self.note_tcn:
             x = blk(x)
@@ -225,6 +238,11 @@ class PitchTranscriber(nn.Module):
             n = note.detach()
             level = torch.cat([n.mean(dim=(2, 3), keepdim=True), n.amax(dim=(2, 3), keepdim=True)], 1)
             velocity = velocity + self.velocity_ctx(level)
+        if self.cfg.velocity_level:
+            bps = self.cfg.bins_per_semitone
+            raw = stack.detach()
+            raw = self._keys(raw.reshape(*raw.shape[:-1], raw.shape[-1] // bps, bps).amax(dim=-1))  # (B, H, F, 88)
+            velocity = velocity + self.velocity_lvl(torch.cat([raw, raw - raw.amax(dim=(2, 3), keepdim=True)], 1))
         cond = torch.cat([k, x, torch.sigmoid(onset).detach(), torch.sigmoid(offset).detach()], dim=1)
         y = self.frame_in(cond)
         for blk in self.frame_tcn:

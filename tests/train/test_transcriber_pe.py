@@ -142,11 +142,11 @@ def test_trains_resumes_and_exports_through_the_shared_tools(tmp_path):
             assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_velocity_context_grows_from_a_checkpoint_without_it_and_learns_the_chunk_level(tmp_path):
-    """``velocity_context`` adds a read of the chunk's level to the velocity head: a run grown from
-    a checkpoint without it starts with identical outputs (the new weights are zero), only
-    ``velocity_ctx`` is new, every other mismatch is refused, and it survives ONNX export and
-    ``--init-from`` the export."""
+def test_velocity_heads_grow_from_a_checkpoint_without_them(tmp_path):
+    """``velocity_context`` and ``velocity_level`` add reads of the chunk's level and of each key's
+    raw level to the velocity head: a run grown from a checkpoint without them starts with
+    identical outputs (the new weights are zero), only their weights are new, every other mismatch
+    is refused, and they survive ONNX export and ``--init-from`` the export."""
     import dataclasses
 
     from dawsep.train import init_from
@@ -156,15 +156,16 @@ def test_velocity_context_grows_from_a_checkpoint_without_it_and_learns_the_chun
     old = PitchTranscriber(TINY).eval()
     path = str(tmp_path / "old.pt")
     save_atomic({"model": old.state_dict(), "model_config": TINY.to_dict(), "step": 7}, path)
-    grown_cfg = dataclasses.replace(TINY, velocity_context=True)
+    grown_cfg = dataclasses.replace(TINY, velocity_context=True, velocity_level=True)
     grown, loaded = init_from.transcriber(path, grown_cfg)
-    assert loaded.grown == ["velocity_ctx.weight"] and grown.cfg == grown_cfg
+    assert loaded.grown == ["velocity_ctx.weight", "velocity_lvl.weight"] and grown.cfg == grown_cfg
     x = torch.randn(2, 16000) * 0.3
     with torch.no_grad():
         for a, b in zip(old(x), grown.eval()(x)):
             assert torch.equal(a, b)
         # once trained, the velocity depends on the chunk's level, the other outputs still do not
         grown.velocity_ctx.weight.fill_(0.5)
+        grown.velocity_lvl.weight.fill_(0.5)
         out = grown(x)
         assert not torch.allclose(out[3], old(x)[3])
         assert all(torch.equal(a, b) for i, (a, b) in enumerate(zip(old(x), out)) if i != 3)
@@ -179,3 +180,9 @@ def test_velocity_context_grows_from_a_checkpoint_without_it_and_learns_the_chun
     export_checkpoint(ck, out, rtf_seconds=None)
     back, _ = init_from.transcriber(out)
     assert back.cfg.velocity_context and torch.equal(back.velocity_ctx.weight, grown.velocity_ctx.weight)
+    assert back.cfg.velocity_level and torch.equal(back.velocity_lvl.weight, grown.velocity_lvl.weight)
+    # a checkpoint with one of them grows into both
+    one = str(tmp_path / "one.pt")
+    half = PitchTranscriber(dataclasses.replace(TINY, velocity_context=True))
+    save_atomic({"model": half.state_dict(), "model_config": half.cfg.to_dict(), "step": 2}, one)
+    assert init_from.transcriber(one, grown_cfg)[1].grown == ["velocity_lvl.weight"]
