@@ -32,6 +32,9 @@ def transcriber() -> None:
 @click.option("--lr-half-life", "lr_half_life", type=click.IntRange(min=1), default=None,
               help="Steps for the learning rate to halve after warm-up (default: TrainConfig's). The rate is a "
                    "function of the step, so a resumed run can anneal faster.")
+@click.option("--velocity-lr-scale", "velocity_lr_scale", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="The velocity head learns at this multiple of the rate (new runs: it sets "
+                                      "the optimiser's parameter groups).")
 @click.option("--conditions", default=None,
               help='JSON mix of training conditions, e.g. \'{"clean": 0.5, "mix": 0.25, "residue": 0.25}\' '
                    "(default: the dataset's).")
@@ -59,7 +62,7 @@ def transcriber() -> None:
 @click.option("--cache/--no-cache", default=True, show_default=True,
               help="Read stems from the int16 cache under DATA/.cache-int16 (built on first use), else decode FLAC.")
 @_errors
-def train(data, out, steps, batch, segment_seconds, lr, warmup, lr_half_life, conditions, pos_weight, valid_every, valid_items, valid_conditions,
+def train(data, out, steps, batch, segment_seconds, lr, warmup, lr_half_life, velocity_lr_scale, conditions, pos_weight, valid_every, valid_items, valid_conditions,
           checkpoint_every, log_every,
           workers, threads, device, seed, model_config, init_from, minutes, cache) -> None:
     """Train (resumable) on the rendered corpus."""
@@ -70,7 +73,7 @@ def train(data, out, steps, batch, segment_seconds, lr, warmup, lr_half_life, co
     from dawsep.train.transcribers import config_from_dict
 
     cfg = TrainConfig(data=data, out=out, steps=steps, batch=batch, segment_seconds=segment_seconds, lr=lr, warmup=warmup,
-                      **({"lr_half_life": lr_half_life} if lr_half_life else {}),
+                      **({"lr_half_life": lr_half_life} if lr_half_life else {}), velocity_lr_scale=velocity_lr_scale,
                       conditions=json.loads(conditions) if conditions else None,
                       pos_weight=json.loads(pos_weight) if pos_weight else {},
                       valid_every=valid_every, valid_items=valid_items,

@@ -186,3 +186,28 @@ def test_velocity_heads_grow_from_a_checkpoint_without_them(tmp_path):
     half = PitchTranscriber(dataclasses.replace(TINY, velocity_context=True))
     save_atomic({"model": half.state_dict(), "model_config": half.cfg.to_dict(), "step": 2}, one)
     assert init_from.transcriber(one, grown_cfg)[1].grown == ["velocity_lvl.weight"]
+
+
+def test_the_velocity_head_can_learn_faster_than_the_rest(tmp_path):
+    """``velocity_lr_scale``: the velocity head's parameters form their own AdamW group whose rate
+    is the schedule's times the scale; 1 keeps the single group of earlier runs."""
+    import dataclasses
+
+    from dawsep.train.train_transcriber import TrainConfig, lr_at, param_groups, train
+    from dawsep.train.run_folder import load_checkpoint
+    from tests.train.test_transcriber import SineNotes
+
+    m = PitchTranscriber(dataclasses.replace(TINY, velocity_context=True, velocity_level=True))
+    assert len(param_groups(m, 1.0)) == 1
+    rest, vel = param_groups(m, 20.0)
+    assert vel["lr_scale"] == 20.0 and "lr_scale" not in rest
+    names = {id(p): n for n, p in m.named_parameters()}
+    assert sorted(names[id(p)] for p in vel["params"]) == [
+        "velocity_ctx.weight", "velocity_fc.bias", "velocity_fc.weight", "velocity_lvl.weight"]
+    assert len(rest["params"]) + len(vel["params"]) == len(list(m.parameters()))
+    tc = TrainConfig(out=str(tmp_path / "run"), steps=3, batch=2, lr=1e-3, warmup=1, log_every=1,
+                     checkpoint_every=3, valid_every=0, workers=0, seed=0, velocity_lr_scale=20.0)
+    train(tc, m.cfg, SineNotes(4, seed=1), {}, log=lambda msg: None)
+    groups = load_checkpoint(str(tmp_path / "run" / "last.pt"))["optimizer"]["param_groups"]
+    assert [g.get("lr_scale", 1.0) for g in groups] == [1.0, 20.0]
+    assert groups[1]["lr"] == pytest.approx(20 * groups[0]["lr"]) and groups[0]["lr"] == pytest.approx(lr_at(tc, 2))
