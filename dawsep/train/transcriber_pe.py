@@ -68,15 +68,15 @@ class PitchTranscriberConfig:
     # how hard the key was struck; beside the chunk's level it does. Off in the first shipped
     # models (their velocity was nearly constant: std 2.9 MIDI units against 19.3 on valid).
     velocity_context: bool = False
+    # It also reads the raw log level of each key's harmonics (the normalised spectrum the
+    # convolutions start from, max over the key's bins) beside the same minus the chunk's maximum:
+    # how loud the note is, absolutely and against the loudest in the chunk. The trunk's features,
+    # trained for onsets and frames, keep little of either (with velocity_context alone the
+    # estimates still spread 2.6 MIDI units within a song against the reference's 12.9).
+    velocity_level: bool = False
     #: fields that, switched on, only add parameters initialised so the outputs do not change: a
     #: checkpoint without them can start a run with them (``--init-from run/last.pt``)
     GROWABLE: ClassVar[tuple[str, ...]] = ("velocity_context", "velocity_level")
-    # ... and the raw log level of each key's harmonics (the normalised spectrum the convolutions
-    # start from, max over the key's bins) beside the same minus the chunk's maximum: how loud the
-    # note is, absolutely and against the loudest in the chunk. The trunk's features, trained for
-    # onsets and frames, keep little of either (with velocity_context alone the estimates still
-    # spread 2.6 MIDI units within a song against the reference's 12.9).
-    velocity_level: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -242,7 +242,8 @@ class PitchTranscriber(nn.Module):
             bps = self.cfg.bins_per_semitone
             raw = stack.detach()
             raw = self._keys(raw.reshape(*raw.shape[:-1], raw.shape[-1] // bps, bps).amax(dim=-1))  # (B, H, F, 88)
-            velocity = velocity + self.velocity_lvl(torch.cat([raw, raw - raw.amax(dim=(2, 3), keepdim=True)], 1))
+            rel = raw - raw.amax(dim=(2, 3), keepdim=True)  # against the chunk's loudest, per harmonic
+            velocity = velocity + self.velocity_lvl(torch.cat([raw, rel], 1))
         cond = torch.cat([k, x, torch.sigmoid(onset).detach(), torch.sigmoid(offset).detach()], dim=1)
         y = self.frame_in(cond)
         for blk in self.frame_tcn:
