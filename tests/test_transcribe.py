@@ -237,3 +237,23 @@ def test_frame_by_frame_decoder_matches_the_vectorised_rules(seed):
     notes, _ = decode(post, HOP_S, o)
     assert len(notes) > 50
     assert [(n.pitch, n.start_s, n.end_s, n.velocity) for n in notes] == reference_decode(post, HOP_S, o)
+
+
+def test_offline_transcription_runs_long_chunks_and_a_short_last_one(tiny_transcriber):
+    """A graph that takes any length is run offline on TRANSCRIBE_SEGMENT_S chunks (not its 1 s
+    segment_samples), the last one cut to what is left; a stream's own chunk is kept; the
+    posteriors cover the input exactly either way."""
+    from dawsep.defaults import TRANSCRIBE_SEGMENT_S
+
+    t = Transcriber(tiny_transcriber, threads=1)
+    assert t.any_length and t.segment == int(TRANSCRIBE_SEGMENT_S * t.sample_rate)
+    assert t.stream().short_tail
+    calls = []
+    run = t._run
+    t._run = lambda batch: calls.append(batch.shape[1]) or run(batch)
+    x = np.random.default_rng(0).standard_normal(44100 * 3).astype(np.float32) * 0.1
+    post = t.posteriors(x, 44100)
+    assert post["onset"].shape == (3 * 50, 88)
+    assert calls == [(150 + 2 * t.context) * t.hop]  # one call: 3 s + context, not 20 s
+    short = Transcriber(tiny_transcriber, threads=1, segment_seconds=2.0)
+    assert short.segment == 2 * short.sample_rate and short.posteriors(x, 44100)["onset"].shape == (150, 88)
