@@ -687,3 +687,27 @@ def test_the_shipped_transcriber_writes_nothing_for_white_noise(tmp_path):
     result = Transcriber("default", threads=1).transcribe(x, SR, options_from_preset(load_preset("piano").transcribe))
     assert result.pedal == []  # before the pedal rule: 83 presses a minute
     assert len(result.notes) <= 2  # at most 6 a minute (measured: 0 to 3)
+
+
+def test_fresh_staging_survives_a_killed_runs_straggler_still_writing(tmp_path, monkeypatch):
+    """A killed run's worker (a Ray actor outliving its driver) may still write into the old
+    staging folder while the rerun clears it: the rerun must get an empty staging folder, not
+    'File exists', and the old run's files must go."""
+    from dawsep.batch import ledger
+
+    state = tmp_path / "out" / ".dawsep"
+    (state / "staging" / "old-song").mkdir(parents=True)
+    (state / "staging" / "old-song" / "piano.flac").write_bytes(b"partial")
+    (state / "staging.stale-1-2" / "x").mkdir(parents=True)  # left by an earlier rerun's race
+    real_rmtree = ledger.shutil.rmtree
+
+    def rmtree_while_a_straggler_writes(path, *args, **kwargs):
+        real_rmtree(path, *args, **kwargs)
+        (state / "staging" / "old-song").mkdir(parents=True, exist_ok=True)  # it re-creates its folder
+        (state / "staging" / "old-song" / "bass.flac").write_bytes(b"late")
+
+    monkeypatch.setattr(ledger.shutil, "rmtree", rmtree_while_a_straggler_writes)
+    staging = ledger.fresh_staging(state)
+    assert staging == state / "staging" and staging.is_dir() and not staging.is_symlink()
+    assert not (staging / "old-song" / "piano.flac").exists()  # the killed run's output is gone
+    assert sorted(p.name for p in state.iterdir()) == ["staging"]  # every renamed-aside folder removed

@@ -145,6 +145,10 @@ def path_error(exc: OSError, out: Path, what: str) -> DawsepError:
     return OutputPathError(f"{what}: {exc.strerror or exc}")
 
 
+#: prefix of a previous run's staging folder renamed aside by :func:`fresh_staging` (then removed)
+STALE_STAGING = "staging.stale-"
+
+
 @contextlib.contextmanager
 def locked(state: Path) -> Iterator[None]:
     """Hold ``state/lock`` for the run: a second run on the same OUT gets :class:`OutputBusyError`."""
@@ -173,13 +177,24 @@ def locked(state: Path) -> Iterator[None]:
 
 def fresh_staging(state: Path) -> Path:
     """An empty ``OUT/.dawsep/staging``: leftovers of a killed run are wiped; a link or file in
-    its place is removed (the link itself, never what it points to)."""
+    its place is removed (the link itself, never what it points to).
+
+    A killed run's workers can outlive it (Ray actors, orphaned pool processes) and still be
+    writing into the old staging folder, so a wipe in place can race them (``rmtree`` leaves a
+    folder they refilled). The old folder is therefore renamed aside first, in one step, and the
+    renamed folders are removed as far as nothing writes into them any more."""
     staging = state / "staging"
     try:
         if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
             staging.unlink()
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
+        elif staging.exists():
+            os.rename(staging, state / f"{STALE_STAGING}{os.getpid()}-{time.time_ns()}")
+        for old in state.glob(STALE_STAGING + "*"):
+            if not old.is_symlink() and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+        staging.mkdir(exist_ok=True)  # a straggler may have re-created it since the rename
+        if staging.is_symlink() or not staging.is_dir():
+            raise OutputPathError(f"{staging} was replaced while dawsep prepared it; remove it and rerun")
     except OSError as exc:
         raise path_error(exc, state.parent, f"cannot create {staging}") from None
     return staging

@@ -10,7 +10,7 @@ import os
 import click
 
 
-from dawsep.train._cli_common import DEFAULT_DATA, errors as _errors, export_module
+from dawsep.train._cli_common import DEFAULT_DATA, errors as _errors, export_module, resumed_options
 
 
 @click.group()
@@ -189,6 +189,8 @@ def separator_train(arch, data, out, steps, batch_size, segment_seconds, lr, see
                       loss=loss, spec_weight=spec_weight, stems_per_item=stems_per_item, workers=workers, threads=threads,
                       init_from=init_from,
                       cache=cache)
+    cfg = resumed_options(cfg, skip=("data", "out", "init_from", "arch", "model_json"),
+                          log=lambda m: click.echo(m, err=True))
     res = train(cfg, log=lambda m: click.echo(m, err=True), minutes=minutes)
     click.echo(json.dumps(res))
 

@@ -11,7 +11,7 @@ import os
 import click
 
 
-from dawsep.train._cli_common import DEFAULT_DATA, errors as _errors, export_module
+from dawsep.train._cli_common import DEFAULT_DATA, errors as _errors, export_module, resumed_options
 
 
 @click.group()
@@ -35,6 +35,9 @@ def transcriber() -> None:
 @click.option("--velocity-lr-scale", "velocity_lr_scale", type=click.FloatRange(min=0, min_open=True), default=1.0,
               show_default=True, help="The velocity head learns at this multiple of the rate (new runs: it sets "
                                       "the optimiser's parameter groups).")
+@click.option("--ema-decay", "ema_decay", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0,
+              show_default=True, help="Validate, keep (best.pt) and ship an exponential moving average of the "
+                                      "weights with this decay, e.g. 0.998 (0: the raw weights).")
 @click.option("--conditions", default=None,
               help='JSON mix of training conditions, e.g. \'{"clean": 0.5, "mix": 0.25, "residue": 0.25}\' '
                    "(default: the dataset's).")
@@ -62,7 +65,7 @@ def transcriber() -> None:
 @click.option("--cache/--no-cache", default=True, show_default=True,
               help="Read stems from the int16 cache under DATA/.cache-int16 (built on first use), else decode FLAC.")
 @_errors
-def train(data, out, steps, batch, segment_seconds, lr, warmup, lr_half_life, velocity_lr_scale, conditions, pos_weight, valid_every, valid_items, valid_conditions,
+def train(data, out, steps, batch, segment_seconds, lr, warmup, lr_half_life, velocity_lr_scale, ema_decay, conditions, pos_weight, valid_every, valid_items, valid_conditions,
           checkpoint_every, log_every,
           workers, threads, device, seed, model_config, init_from, minutes, cache) -> None:
     """Train (resumable) on the rendered corpus."""
@@ -73,7 +76,7 @@ def train(data, out, steps, batch, segment_seconds, lr, warmup, lr_half_life, ve
     from dawsep.train.transcribers import config_from_dict
 
     cfg = TrainConfig(data=data, out=out, steps=steps, batch=batch, segment_seconds=segment_seconds, lr=lr, warmup=warmup,
-                      **({"lr_half_life": lr_half_life} if lr_half_life else {}), velocity_lr_scale=velocity_lr_scale,
+                      **({"lr_half_life": lr_half_life} if lr_half_life else {}), velocity_lr_scale=velocity_lr_scale, ema_decay=ema_decay,
                       conditions=json.loads(conditions) if conditions else None,
                       pos_weight=json.loads(pos_weight) if pos_weight else {},
                       valid_every=valid_every, valid_items=valid_items,
@@ -81,6 +84,7 @@ def train(data, out, steps, batch, segment_seconds, lr, warmup, lr_half_life, ve
                       checkpoint_every=checkpoint_every,
                       log_every=log_every, workers=workers, threads=threads, device=device, seed=seed,
                       init_from=init_from, cache=cache)
+    cfg = resumed_options(cfg, skip=("data", "out", "init_from"), log=lambda m: click.echo(m, err=True))
     mc = config_from_dict(json.loads(model_config)) if model_config else None
     rec = run(cfg, mc, log=lambda m: click.echo(m, err=True), minutes=minutes)
     click.echo(json.dumps(rec))

@@ -363,3 +363,25 @@ def test_cli_export_from_checkpoint(tmp_path):
     assert json.loads(r.output.strip().splitlines()[-1])["onnx_parity_max_abs"] <= 1e-4
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert json.loads(meta["dawsep.metrics"])["step"] == 2
+
+
+def test_cli_resume_keeps_the_runs_options_unless_given(monkeypatch, tmp_path):
+    """``separator train --out RUN`` on an existing run continues its recipe (loss, kinds,
+    learning rate...) for options left at their defaults; options given on the line win."""
+    from click.testing import CliRunner
+
+    import dawsep.train.train_separator as tsep
+    from dawsep.train.cli import main
+    from dawsep.train.run_folder import save_atomic
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = tsep.TrainConfig(data=str(tmp_path), out=str(run), loss="mse_mag", kinds=("gen",), lr=3e-4, steps=2300)
+    save_atomic({"train_config": saved.to_dict()}, str(run / "last.pt"))
+    seen = []
+    monkeypatch.setattr(tsep, "train", lambda cfg, *a, **kw: seen.append(cfg) or {})
+    r = CliRunner().invoke(main, ["separator", "train", "--data", str(tmp_path), "--out", str(run), "--steps", "4000"])
+    assert r.exit_code == 0, r.output
+    cfg = seen[-1]
+    assert cfg.loss == "mse_mag" and cfg.kinds == ("gen",) and cfg.lr == 3e-4
+    assert cfg.steps == 4000  # given on the line

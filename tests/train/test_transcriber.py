@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -164,6 +165,46 @@ def test_resume_gives_identical_continuation(tmp_path):
     assert not [f for f in os.listdir(tmp_path / "b") if ".tmp-" in f]
 
 
+def test_weight_average_follows_the_formula_and_swaps_back():
+    from dawsep.train.ema import WeightAverage
+
+    m = tiny_model()
+    start = {k: v.clone() for k, v in m.state_dict().items()}
+    avg = WeightAverage(m, 0.9)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(1.0)
+    avg.update(m)
+    now = {k: v.clone() for k, v in m.state_dict().items()}
+    name = next(n for n, _ in m.named_parameters())
+    assert torch.allclose(avg.state_dict()[name], 0.9 * start[name] + 0.1 * now[name])
+    with avg.applied(m):
+        assert torch.allclose(m.state_dict()[name], avg.state_dict()[name])
+    assert all(torch.equal(m.state_dict()[k], now[k]) for k in now)  # the model's own weights back
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(m, 1.0)
+
+
+def test_weight_average_is_validated_kept_and_resumed(tmp_path):
+    """With ema_decay, best.pt holds the averaged weights (not the raw ones) and a resumed run
+    continues the average exactly as an uninterrupted one."""
+    data, valid = SineNotes(6, seed=1), {"clean": SineNotes(4, seed=2)}
+    cfg = lambda out, steps: replace(_cfg(out, steps), ema_decay=0.8, valid_every=7)  # noqa: E731
+    train(cfg(tmp_path / "a", 7), TINY, data, valid, log=lambda m: None)
+    train(cfg(tmp_path / "b", 4), TINY, data, valid, log=lambda m: None)
+    train(cfg(tmp_path / "b", 7), TINY, data, valid, log=lambda m: None)
+    a, b = (load_checkpoint(str(tmp_path / r / "last.pt")) for r in "ab")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+        assert torch.equal(a["ema"][k], b["ema"][k]), k
+    best = load_checkpoint(str(tmp_path / "a" / "best.pt"))
+    assert best["step"] == 7 and best["train_config"]["ema_decay"] == 0.8
+    moved = [k for k in a["model"] if a["model"][k].is_floating_point() and not torch.equal(a["model"][k], a["ema"][k])]
+    assert moved  # the average lags the raw weights
+    for k in a["model"]:
+        assert torch.equal(best["model"][k], a["ema"][k]), k
+
+
 class _KillAt(SineNotes):
     """Sends this process SIGTERM when item ``at`` is loaded (as ``kill`` would mid-run)."""
 
@@ -272,3 +313,31 @@ def test_cli_lr_half_life_reaches_the_schedule(monkeypatch, tmp_path):
     assert tt.lr_at(fast, 110) == pytest.approx(fast.lr / 2)
     assert tt.lr_at(default, 110) > 0.99 * default.lr
     assert CliRunner().invoke(main, base + ["--lr-half-life", "0"]).exit_code != 0
+
+
+def test_cli_resume_keeps_the_runs_options_unless_given(monkeypatch, tmp_path):
+    """Resuming ``--out RUN`` with options left at their defaults continues the run's recipe (a
+    default pos_weight silently changed an objective once); options given on the line win."""
+    from click.testing import CliRunner
+
+    import dawsep.train.train_transcriber as tt
+    from dawsep.train.cli import main
+    from dawsep.train.run_folder import save_atomic
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = TrainConfig(out=str(run), pos_weight={"onset": 8}, conditions={"clean": 0.5, "separated": 0.5},
+                        lr=2e-4, ema_decay=0.99, valid_conditions=("clean", "separated"))
+    save_atomic({"train_config": asdict(saved)}, str(run / "last.pt"))
+    seen = []
+    monkeypatch.setattr(tt, "train", lambda cfg, *a, **kw: seen.append(cfg) or {})
+    base = ["transcriber", "train", "--data", str(tmp_path), "--out", str(run)]
+    r = CliRunner().invoke(main, base + ["--lr", "1e-4"])
+    assert r.exit_code == 0, r.output
+    cfg = seen[-1]
+    assert cfg.pos_weight == {"onset": 8} and cfg.conditions == {"clean": 0.5, "separated": 0.5}
+    assert cfg.ema_decay == 0.99 and cfg.valid_conditions == ("clean", "separated")
+    assert cfg.lr == 1e-4 and cfg.data == str(tmp_path)  # given on the line: theirs
+    assert "pos_weight={'onset': 8}" in r.output
+    r = CliRunner().invoke(main, ["transcriber", "train", "--data", str(tmp_path), "--out", str(tmp_path / "new")])
+    assert r.exit_code == 0 and seen[-1].pos_weight == {} and seen[-1].lr == TrainConfig.lr  # a new run: defaults
