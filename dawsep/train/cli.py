@@ -162,6 +162,9 @@ def separator() -> None:
                    "mse_mag_spec: the same on the masked mixture magnitudes, no iSTFT (Open-Unmix; softmax or sigmoid masks).")
 @click.option("--spec-weight", type=float, default=1.0, show_default=True,
               help="Weight of the spectrogram term of the l1 loss (0: waveform L1 only).")
+@click.option("--ema-decay", "ema_decay", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0,
+              show_default=True, help="Validate, keep (best.pt) and ship a moving average of the weights with "
+                                      "this decay, e.g. 0.998 (0: the raw weights).")
 @click.option("--stems-per-item", type=int, default=1, show_default=True,
               help="Conditioned models (lasaft): stems trained per item and step (0: all).")
 @click.option("--workers", type=int, default=1, show_default=True, help="DataLoader worker processes.")
@@ -174,7 +177,7 @@ def separator() -> None:
               help="Read stems from the int16 cache under DATA/.cache-int16 (built on first use), else decode FLAC.")
 @_errors
 def separator_train(arch, data, out, steps, batch_size, segment_seconds, lr, seed, valid_every, valid_songs,
-                    valid_seconds, ckpt_minutes, kinds, model_json, loss, spec_weight, stems_per_item, workers, threads,
+                    valid_seconds, ckpt_minutes, kinds, model_json, loss, spec_weight, ema_decay, stems_per_item, workers, threads,
                     init_from, minutes, cache) -> None:
     """Train (or resume from OUT/last.pt) a separator on the corpus."""
     # The 2 cores are shared: spinning OpenMP workers stall 3-4x when another process holds a
@@ -186,7 +189,7 @@ def separator_train(arch, data, out, steps, batch_size, segment_seconds, lr, see
                       batch_size=batch_size, segment_seconds=segment_seconds, lr=lr, seed=seed,
                       kinds=tuple(k for k in kinds.split(",") if k), valid_every=valid_every,
                       valid_songs=valid_songs, valid_seconds=valid_seconds, ckpt_minutes=ckpt_minutes,
-                      loss=loss, spec_weight=spec_weight, stems_per_item=stems_per_item, workers=workers, threads=threads,
+                      loss=loss, spec_weight=spec_weight, ema_decay=ema_decay, stems_per_item=stems_per_item, workers=workers, threads=threads,
                       init_from=init_from,
                       cache=cache)
     cfg = resumed_options(cfg, skip=("data", "out", "init_from", "arch", "model_json"),

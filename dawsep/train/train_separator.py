@@ -14,7 +14,9 @@
   a resumed run sees exactly the batches an uninterrupted one would.
 - Checkpoints: ``OUT/last.pt`` every few minutes, at each validation and on SIGTERM/SIGINT,
   written to a temp file then ``os.replace``d (a crash never leaves a torn file); a run resumes
-  from it automatically. ``OUT/best.pt`` keeps the weights with the best mean validation SDR.
+  from it automatically. ``OUT/best.pt`` keeps the weights with the best mean validation SDR
+  (with ``ema_decay``: the moving average of the weights, which is then what validation scores;
+  ``last.pt`` carries the average so a resumed run continues it).
   Everything loads with ``torch.load(..., weights_only=True)``.
 - Validation every ``valid_every`` steps on a fixed subset of the ``valid`` split (never ``test``):
   SDR per stem, museval-style (1 s chunks, median over chunks, median over songs), in numpy.
@@ -31,6 +33,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -48,6 +51,7 @@ from dawsep.train.data.score import SAMPLE_RATE, STEMS
 from dawsep.train.mask_separator import MaskSeparator
 from dawsep.train.separators import ARCHS, build, n_params
 from dawsep.train.evaluate import baselines
+from dawsep.train.ema import WeightAverage
 from dawsep.train.run_folder import StopOnSignal, append_log, load_checkpoint, save_atomic, truncate_log
 from dawsep.train.separation_losses import conditioned_loss, sample_stems, separation_loss, spectral_mask_loss
 from dawsep.train.stft import STFT
@@ -66,6 +70,9 @@ class TrainConfig:
     weight_decay: float = 1e-2
     warmup: int = 300
     clip: float = 5.0
+    # Validate, keep and ship a moving average of the weights with this decay (dawsep.train.ema;
+    # 0: the raw weights, as runs before it).
+    ema_decay: float = 0.0
     spec_weight: float = 1.0
     # l1: waveform + complex-STFT L1 | mse_mag: magnitude-spectrogram MSE of the output |
     # mse_mag_spec: the same on masked mixture magnitudes, no iSTFT (Open-Unmix; softmax or sigmoid masks)
@@ -217,6 +224,13 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
         init = ck.get("init_from")
         log(f"resumed from {last_path} at step {step}"
             + (f" (--init-from {cfg.init_from} ignored: the run's own checkpoint wins)" if cfg.init_from else ""))
+    ema = None
+    if cfg.ema_decay:
+        ema = WeightAverage(model, cfg.ema_decay)  # init_from: made again below once BatchNorms are calibrated
+        if ck and ck.get("ema") is not None:
+            ema.load_state_dict(ck["ema"])
+        elif ck:
+            log(f"weight average (decay {cfg.ema_decay}) started at step {step} from the resumed weights")
     corpus = _corpus_info(cfg.data)
 
     segment = model.efficient_length(int(round(cfg.segment_seconds * SAMPLE_RATE)))
@@ -230,6 +244,8 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
         valid = ValidSubset(cfg.data, cfg.valid_songs, cfg.valid_seconds, cfg.cache)
     if loaded is not None:
         _log_init(cfg, model, loaded, init, train_set, device, log_path, log)
+        if ema is not None:
+            ema = WeightAverage(model, cfg.ema_decay)
     stop_at = min(cfg.steps, until) if until is not None else cfg.steps
     loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=_Range(step * cfg.batch_size,
                                                                              stop_at * cfg.batch_size),
@@ -245,12 +261,15 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
     def snapshot() -> dict:
         return {"model": model.state_dict(), "model_config": model.config(), "optimizer": opt.state_dict(),
                 "step": step, "rng": {"torch": torch.get_rng_state()}, "train_config": cfg.to_dict(),
-                "best": best, "baseline": baseline, "corpus": corpus, "init_from": init}
+                "best": best, "baseline": baseline, "corpus": corpus, "init_from": init,
+                "ema": ema.state_dict() if ema is not None else None}
 
     def run_validation() -> None:
         nonlocal best, baseline
         t0 = time.time()
-        res = validate(model, valid, device, baseline=baseline is None)
+        with ema.applied(model) if ema is not None else contextlib.nullcontext():
+            res = validate(model, valid, device, baseline=baseline is None)
+            weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if baseline is None:
             baseline = {k: res[k] for k in ("mixture", "uniform", "irm", "songs")}
             append_log(log_path, {"type": "baseline", "step": step, **baseline, "time": time.time()})
@@ -258,12 +277,12 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
                "seconds": time.time() - t0, "time": time.time()}
         if best is None or rec["mean"] > best["mean"]:
             best = {"step": step, "mean": rec["mean"], "sdr": rec["sdr"]}
-            save_atomic({"model": model.state_dict(), "model_config": model.config(), "step": step,
+            save_atomic({"model": weights, "model_config": model.config(), "step": step,
                          "best": best, "baseline": baseline, "train_config": cfg.to_dict(),
                          "corpus": corpus, "init_from": init}, best_path)
         rec["best_mean"] = best["mean"]
         append_log(log_path, rec)
-        log(f"valid step {step}: mean SDR {rec['mean']:.2f} dB " +
+        log(f"valid step {step}{' (weight average)' if ema is not None else ''}: mean SDR {rec['mean']:.2f} dB " +
             " ".join(f"{k} {v:.2f}" for k, v in rec["sdr"].items()))
         save_atomic(snapshot(), last_path)
 
@@ -292,6 +311,8 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
                 opt.step()
+                if ema is not None:
+                    ema.update(model)
                 step += 1
                 acc["loss"] += float(loss.detach())
                 acc["wave"] += parts["wave"]

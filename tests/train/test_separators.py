@@ -307,6 +307,24 @@ def test_resume_continues_identically(tmp_path):
     assert la == lb
 
 
+def test_weight_average_is_validated_kept_and_resumed(tmp_path):
+    """With ema_decay the separator validates and keeps (best.pt) the averaged weights, and a
+    resumed run continues the average exactly."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    kw = dict(arch="unet", model={"channels": [4, 8, 8], **SPEC}, ema_decay=0.7, valid_every=6)
+    train(cfg(a, 6, **kw), ToyStems(), toy_valid(), log=lambda m: None)
+    train(cfg(b, 6, **kw), ToyStems(), toy_valid(), log=lambda m: None, until=3)
+    train(cfg(b, 6, **kw), ToyStems(), toy_valid(), log=lambda m: None)
+    ka, kb = load_checkpoint(str(a / "last.pt")), load_checkpoint(str(b / "last.pt"))
+    for k in ka["model"]:
+        assert torch.equal(ka["ema"][k], kb["ema"][k]), k
+    best = load_checkpoint(str(a / "best.pt"))
+    assert best["step"] == 6 and best["train_config"]["ema_decay"] == 0.7
+    assert any(not torch.equal(ka["model"][k], ka["ema"][k]) for k in ka["model"] if ka["model"][k].is_floating_point())
+    for k in ka["model"]:
+        assert torch.equal(best["model"][k], ka["ema"][k]), k
+
+
 def test_sdr_conventions():
     rng = np.random.default_rng(0)
     ref = rng.standard_normal((2, 3 * 44100)).astype(np.float32)
