@@ -9,7 +9,8 @@
   items ``[b*B, (b+1)*B)``. So a run resumed from ``last.pt`` continues exactly as if never stopped.
 - ``OUT/last.pt`` (model + optimiser + step, and the weight average when ``ema_decay`` is set) and
   ``OUT/best.pt`` (model, best mean valid note F1: the averaged weights when ``ema_decay`` is set,
-  which are then what validation scores), written atomically; loaded with ``weights_only=True``; ``OUT/log.jsonl`` one JSON object a line.
+  which are then what validation scores), written atomically; loaded with ``weights_only=True``;
+  ``OUT/log.jsonl`` one JSON object a line.
 - Validation on a fixed subset of the ``valid`` split (evenly spaced tiles, the same each time), per
   condition (clean / mix / residue): frame F1 and note F1 (onset within 50 ms, offsets ignored)
   from the small peak-picking decoder below, numpy only. The ``test`` split is never opened here.
