@@ -38,6 +38,11 @@ def transcriber() -> None:
 @click.option("--ema-decay", "ema_decay", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0,
               show_default=True, help="Validate, keep (best.pt) and ship an exponential moving average of the "
                                       "weights with this decay, e.g. 0.998 (0: the raw weights).")
+@click.option("--train-only", "train_only", default="",
+              help="Comma-separated parameter-name prefixes to train, the rest frozen (BatchNorm statistics "
+                   "included), e.g. 'velocity' for the velocity head of a shipped model (default: everything).")
+@click.option("--select", type=click.Choice(["note_f1", "loss"]), default="note_f1", show_default=True,
+              help="What picks best.pt: mean valid note F1, or mean valid loss (for --train-only velocity).")
 @click.option("--conditions", default=None,
               help='JSON mix of training conditions, e.g. \'{"clean": 0.5, "mix": 0.25, "residue": 0.25}\' '
                    "(default: the dataset's).")
@@ -65,7 +70,7 @@ def transcriber() -> None:
 @click.option("--cache/--no-cache", default=True, show_default=True,
               help="Read stems from the int16 cache under DATA/.cache-int16 (built on first use), else decode FLAC.")
 @_errors
-def train(data, out, steps, batch, segment_seconds, lr, warmup, lr_half_life, velocity_lr_scale, ema_decay, conditions, pos_weight, valid_every, valid_items, valid_conditions,
+def train(data, out, steps, batch, segment_seconds, lr, warmup, lr_half_life, velocity_lr_scale, ema_decay, train_only, select, conditions, pos_weight, valid_every, valid_items, valid_conditions,
           checkpoint_every, log_every,
           workers, threads, device, seed, model_config, init_from, minutes, cache) -> None:
     """Train (resumable) on the rendered corpus."""
@@ -77,6 +82,7 @@ def train(data, out, steps, batch, segment_seconds, lr, warmup, lr_half_life, ve
 
     cfg = TrainConfig(data=data, out=out, steps=steps, batch=batch, segment_seconds=segment_seconds, lr=lr, warmup=warmup,
                       **({"lr_half_life": lr_half_life} if lr_half_life else {}), velocity_lr_scale=velocity_lr_scale, ema_decay=ema_decay,
+                      train_only=tuple(t for t in train_only.split(",") if t), select=select,
                       conditions=json.loads(conditions) if conditions else None,
                       pos_weight=json.loads(pos_weight) if pos_weight else {},
                       valid_every=valid_every, valid_items=valid_items,

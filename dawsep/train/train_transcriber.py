@@ -71,6 +71,13 @@ class TrainConfig:
     # this decay (0: the raw weights, as runs before it): neighbouring checkpoints' valid note F1
     # differed by up to +-0.02, so picking the best raw checkpoint mostly picked noise.
     ema_decay: float = 0.0
+    # Train only the parameters whose names start with one of these (e.g. ("velocity",): the
+    # velocity head of a shipped model, its notes untouched); the rest is frozen, BatchNorm
+    # statistics and dropout included (the model runs in eval mode). (): everything.
+    train_only: tuple = ()
+    # What picks best.pt: "note_f1" (mean valid note F1, higher is better) or "loss" (mean valid
+    # loss, lower is better: what moves when only the velocity head trains).
+    select: str = "note_f1"
     epoch_steps: int = 1000                 # augmented data has no natural epoch: this many batches
     log_every: int = 50
     checkpoint_every: int = 500
@@ -113,15 +120,24 @@ def losses(logits: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
     return out
 
 
-def param_groups(model: torch.nn.Module, velocity_lr_scale: float) -> list[dict]:
+def param_groups(model: torch.nn.Module, velocity_lr_scale: float, train_only: tuple = ()) -> list[dict]:
     """AdamW's groups: everything, or (``velocity_lr_scale`` != 1) the rest and the velocity head's
-    parameters, the latter with ``lr_scale`` (the schedule's rate times it)."""
+    parameters, the latter with ``lr_scale`` (the schedule's rate times it). ``train_only``: only
+    parameters whose names start with one of these prefixes (the others get ``requires_grad``
+    off); groups left empty are dropped."""
+    if train_only:
+        for n, p in model.named_parameters():
+            p.requires_grad_(n.startswith(tuple(train_only)))
+        if not any(p.requires_grad for p in model.parameters()):
+            raise TrainError(f"no parameter name starts with {', '.join(train_only)}")
+    live = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if velocity_lr_scale == 1.0:
-        return [{"params": list(model.parameters())}]
-    vel = [p for n, p in model.named_parameters() if n.startswith("velocity")]
+        return [{"params": [p for _, p in live]}]
+    vel = [p for n, p in live if n.startswith("velocity")]
     ids = {id(p) for p in vel}
-    return [{"params": [p for p in model.parameters() if id(p) not in ids]},
-            {"params": vel, "lr_scale": float(velocity_lr_scale)}]
+    groups = [{"params": [p for _, p in live if id(p) not in ids]},
+              {"params": vel, "lr_scale": float(velocity_lr_scale)}]
+    return [g for g in groups if g["params"]]
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -198,6 +214,7 @@ def evaluate(model: PianoTranscriber, sets: dict[str, Dataset], indices: list[in
     finally:
         model.train(was)
     out["note_f1"] = float(np.mean([out[c]["note_f1"] for c in sets]))
+    out["loss"] = float(np.mean([out[c]["loss"] for c in sets]))
     out["frame_f1"] = float(np.mean([out[c]["frame_f1"] for c in sets]))
     return out
 
@@ -278,8 +295,11 @@ def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train
         model_config = model_config or TranscriberConfig()
         model = build_model(model_config)
     model = model.to(dev)
-    opt = torch.optim.AdamW(param_groups(model, cfg.velocity_lr_scale), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, best = 0, -1.0
+    if cfg.select not in ("note_f1", "loss"):
+        raise TrainError(f"select must be note_f1 or loss, not {cfg.select!r}")
+    opt = torch.optim.AdamW(param_groups(model, cfg.velocity_lr_scale, tuple(cfg.train_only)), lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    step, best = 0, -math.inf
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -323,8 +343,9 @@ def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train
         write({"step": step, "valid": metrics, "time": time.time(), **({"ema_decay": cfg.ema_decay} if ema else {})})
         log(f"valid step {step}{' (weight average)' if ema is not None else ''}: note F1 {metrics['note_f1']:.3f} frame F1 {metrics['frame_f1']:.3f} "
             + " ".join(f"{c} {metrics[c]['note_f1']:.3f}" for c in valid_sets))
-        if metrics["note_f1"] > best:
-            best = metrics["note_f1"]
+        score = metrics["note_f1"] if cfg.select == "note_f1" else -metrics["loss"]  # higher is better
+        if score > best:
+            best = score
             save_atomic({"model": kept, "step": step, "metrics": metrics,
                          "model_config": model_config.to_dict(), "train_config": asdict(cfg), "init_from": init},
                         best_path)
@@ -349,7 +370,7 @@ def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train
         if v_idx:
             validate_and_keep_best()  # the starting weights' score: best.pt never falls below it
 
-    model.train()
+    model.train(not cfg.train_only)  # a partly frozen model keeps its BatchNorm statistics and no dropout
     record: dict = {}
     acc: dict[str, float] = {}
     t_log, n_acc, t_wait = time.perf_counter(), 0, 0.0  # t_wait: time spent waiting for data

@@ -211,3 +211,34 @@ def test_the_velocity_head_can_learn_faster_than_the_rest(tmp_path):
     groups = load_checkpoint(str(tmp_path / "run" / "last.pt"))["optimizer"]["param_groups"]
     assert [g.get("lr_scale", 1.0) for g in groups] == [1.0, 20.0]
     assert groups[1]["lr"] == pytest.approx(20 * groups[0]["lr"]) and groups[0]["lr"] == pytest.approx(lr_at(tc, 2))
+
+
+def test_train_only_the_velocity_head_leaves_the_notes_untouched(tmp_path):
+    """``train_only=("velocity",)``: every other weight and buffer (BatchNorm statistics
+    included) stays bit-identical, so a shipped model's notes cannot move; ``select="loss"``
+    keeps the checkpoint with the lowest mean valid loss."""
+    import dataclasses
+    import json
+
+    from dawsep.train.run_folder import load_checkpoint
+    from dawsep.train.train_transcriber import TrainConfig, train
+    from dawsep.train.transcribers import build
+    from tests.train.test_transcriber import SineNotes
+
+    cfg = dataclasses.replace(TINY, velocity_context=True, velocity_level=True, dropout=0.2)
+    tc = TrainConfig(out=str(tmp_path / "run"), steps=4, batch=2, lr=1e-2, warmup=1, log_every=1, checkpoint_every=4,
+                     valid_every=1, valid_items=2, workers=0, seed=0, velocity_lr_scale=5.0,
+                     train_only=("velocity",), select="loss")
+    train(tc, cfg, SineNotes(4, seed=1), {"clean": SineNotes(2, seed=2)}, log=lambda msg: None)
+    torch.manual_seed(tc.seed)
+    start = build(cfg).state_dict()
+    after = load_checkpoint(str(tmp_path / "run" / "last.pt"))["model"]
+    frozen = [k for k in start if not k.startswith("velocity")]
+    assert any("running_mean" in k for k in frozen)  # the test covers BatchNorm statistics
+    for k in frozen:
+        assert torch.equal(start[k], after[k]), k
+    assert any(not torch.equal(start[k], after[k]) for k in start if k.startswith("velocity"))
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = {r["step"]: r["valid"]["loss"] for r in log if "valid" in r}
+    best = load_checkpoint(str(tmp_path / "run" / "best.pt"))
+    assert best["metrics"]["loss"] == min(losses.values()) and best["step"] == min(losses, key=losses.get)
