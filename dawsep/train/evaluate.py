@@ -240,7 +240,7 @@ def evaluate_transcriber(model_path: str, songs, separator=None, threads: int = 
 
 
 def tune_thresholds(model_path: str, root: str, limit: int = 16, seconds: float = 30.0,
-                    onsets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), offsets=(0.5, 0.7, 0.9, 1.0),
+                    onsets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), offsets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0),
                     threads: int = 2, conditions=("clean", "mix")) -> dict:
     """Decoding thresholds chosen on the **valid** split (the test split only reports): the onset
     threshold by note F1, then, at that onset threshold, the offset threshold by note+offset F1
