@@ -90,7 +90,10 @@ def run(kind: str, *, name: str = "default", data: str, runs: str = DEFAULT_RUNS
         from dawsep.train.train_separator import TrainConfig, train
     else:
         from dawsep.train.train_transcriber import TrainConfig, train
-    cfg, dropped = recipe(TrainConfig, prov["train_config"], data=data, out=out, init_from=path)
+    # A session trains the whole model: a shipped head-only fine-tune's recipe (train_only,
+    # select by loss) must not freeze the next session's run.
+    whole = {"train_only": (), "select": "note_f1"} if kind == "transcriber" else {}
+    cfg, dropped = recipe(TrainConfig, prov["train_config"], data=data, out=out, init_from=path, **whole)
     if dropped:
         log(f"{stem}: train_config keys no longer used: {dropped}")
     resuming = os.path.exists(os.path.join(out, "last.pt"))

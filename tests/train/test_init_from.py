@@ -403,3 +403,28 @@ def test_reexport_rebuilds_a_shipped_model_from_its_own_weights(tmp_path, kind):
     assert meta["dawsep.segment_samples"] == meta_before["dawsep.segment_samples"]
     if kind == "transcriber":
         assert json.loads(meta["dawsep.metrics"])["valid"] == {"note_f1": 0.5}
+
+
+def test_session_trains_the_whole_transcriber_even_after_a_head_only_fine_tune(tmp_path, monkeypatch):
+    """A shipped velocity-head fine-tune records train_only/select in its recipe; the next
+    `make train-transcriber` session must train every weight, selected by note F1."""
+    from dawsep.train import session
+    import dawsep.train.data.cache as cache
+    import dawsep.train.data.corpus as corpus
+    import dawsep.train.train_transcriber as tt
+
+    models = str(tmp_path / "models")
+    os.makedirs(models)
+    with open(os.path.join(models, "m.json"), "w") as fh:
+        json.dump({"train_config": {"steps": 5, "train_only": ["velocity"], "select": "loss", "lr": 1e-4}}, fh)
+    open(os.path.join(models, "m.onnx"), "wb").close()
+    with open(os.path.join(models, "registry.json"), "w") as fh:
+        json.dump({"transcriber": {"default": {"file": "m.onnx", "provenance": "m.json"}}}, fh)
+    seen = []
+    monkeypatch.setattr(tt, "train", lambda cfg, **kw: seen.append(cfg) or {})
+    monkeypatch.setattr(corpus, "iter_songs", lambda *a, **kw: iter(["song"]))
+    monkeypatch.setattr(cache, "build_corpus", lambda *a, **kw: {"built": 0, "skipped": 0, "bytes": 0, "seconds": 0})
+    session.run("transcriber", data=str(tmp_path), runs=str(tmp_path / "runs"), minutes=1, models_dir=models,
+                log=lambda m: None)
+    (cfg,) = seen
+    assert cfg.train_only == () and cfg.select == "note_f1" and cfg.lr == 1e-4  # the rest of the recipe kept

@@ -473,3 +473,20 @@ def test_transcription_songs_carry_the_separated_piano_for_threshold_tuning(corp
             assert sep.shape == piano.shape and np.abs(sep - want).max() < 1e-4
     with pytest.raises(ValueError, match="unknown conditions"):
         tune_thresholds("default", root, conditions=("clean", "residue"))
+
+
+def test_transcriber_validation_items_do_not_depend_on_the_runs_seed(corpus):
+    """Two runs with different --seed must score the same weights on the same validation items
+    (the mix condition draws its accompaniment and level from the seed); training items differ."""
+    import torch
+
+    from dawsep.train.train_transcriber import TrainConfig, _default_sets
+    from dawsep.train.transcriber_pe import PitchTranscriberConfig
+
+    mc = PitchTranscriberConfig()
+    sets = [_default_sets(TrainConfig(data=corpus, seed=s, valid_seconds=2.0, segment_seconds=2.0, cache=False,
+                                      valid_conditions=("mix", "residue")), mc) for s in (1, 2)]
+    for cond in ("mix", "residue"):
+        a, b = sets[0][1][cond][0], sets[1][1][cond][0]
+        assert torch.equal(a["audio"], b["audio"]), cond
+    assert not torch.equal(sets[0][0][0]["audio"], sets[1][0][0]["audio"])
