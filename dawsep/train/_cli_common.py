@@ -31,13 +31,13 @@ def export_module(name: str):
     return importlib.import_module(f"dawsep.train.export.{name}")
 
 
-def resumed_options(cfg, *, skip: tuple[str, ...] = (), rename: dict[str, str] | None = None, log=None):
+def resumed_options(cfg, *, skip: tuple[str, ...] = (), log=None):
     """``cfg`` (a train-config dataclass) for a run that may resume: when ``cfg.out/last.pt``
     exists, every option the command line left at its default takes the value the run was
     saved with, so ``--out RUN`` alone continues the run as it was (a default pos_weight or mix
     of conditions silently changed a resumed transcriber's objective: note F1 0.60 -> 0.51).
-    Options given on the command line still win. ``rename``: CLI parameter -> config field
-    where they differ; ``skip``: parameters never taken from the run."""
+    Options given on the command line still win; ``skip``: parameters never taken from the run
+    (CLI parameters named otherwise than a config field are never taken)."""
     import dataclasses
 
     from dawsep.train.run_folder import load_checkpoint
@@ -48,11 +48,10 @@ def resumed_options(cfg, *, skip: tuple[str, ...] = (), rename: dict[str, str] |
     saved = load_checkpoint(last).get("train_config") or {}
     ctx = click.get_current_context()
     fields = {f.name for f in dataclasses.fields(cfg)}
-    rename = rename or {}
     taken = {}
     for p in ctx.command.params:
-        name = rename.get(p.name, p.name)
-        if p.name in skip or name not in fields or name not in saved:
+        name = p.name
+        if name in skip or name not in fields or name not in saved:
             continue
         if ctx.get_parameter_source(p.name) is not click.core.ParameterSource.DEFAULT:
             continue
