@@ -341,3 +341,21 @@ def test_cli_resume_keeps_the_runs_options_unless_given(monkeypatch, tmp_path):
     assert "pos_weight={'onset': 8}" in r.output
     r = CliRunner().invoke(main, ["transcriber", "train", "--data", str(tmp_path), "--out", str(tmp_path / "new")])
     assert r.exit_code == 0 and seen[-1].pos_weight == {} and seen[-1].lr == TrainConfig.lr  # a new run: defaults
+
+
+def test_validation_also_scores_notes_at_the_users_onset_threshold(monkeypatch):
+    """``note_f1_user`` decodes at DecodeOptions' onset threshold (recorded with it): equal to
+    ``note_f1`` (decoded at 0.5) when the default is 0.5."""
+    import types
+
+    import dawsep.defaults
+    from dawsep.train.train_transcriber import evaluate
+
+    m = tiny_model()
+    sets = {"clean": SineNotes(3, seed=2)}
+    for thr in (0.5, 0.95):
+        monkeypatch.setattr(dawsep.defaults, "DecodeOptions", lambda t=thr: types.SimpleNamespace(onset_threshold=t))
+        out = evaluate(m, sets, [0, 1, 2], 3, torch.device("cpu"))
+        assert out["user_onset_threshold"] == thr and 0.0 <= out["note_f1_user"] <= 1.0
+        if thr == 0.5:
+            assert out["clean"]["note_f1_user"] == out["clean"]["note_f1"]
