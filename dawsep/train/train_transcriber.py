@@ -189,13 +189,15 @@ def f1(tp: float, n_ref: float, n_est: float) -> tuple[float, float, float]:
 
 
 def evaluate(model: PianoTranscriber, sets: dict[str, Dataset], indices: list[int], batch: int,
-             device: torch.device, workers: int = 0, weights: dict | None = None) -> dict:
+             device: torch.device, workers: int = 0, weights: dict | None = None,
+             user_onset: float | None = None) -> dict:
     """Per-condition valid loss, frame F1 and note F1 (peak-picked at onset 0.5), and note F1 at the
     onset threshold users decode with (``note_f1_user``: a model whose onset posteriors drift can
-    gain at 0.5 and lose at the default); ``note_f1``/``frame_f1``/``note_f1_user`` are their means."""
+    gain at 0.5 and lose at the default); ``note_f1``/``frame_f1``/``note_f1_user`` are their means.
+    ``user_onset``: that threshold (default: ``DecodeOptions().onset_threshold``)."""
     from dawsep.defaults import DecodeOptions
 
-    user_onset = DecodeOptions().onset_threshold
+    user_onset = DecodeOptions().onset_threshold if user_onset is None else user_onset
     hop_s = model.cfg.hop / model.cfg.sample_rate
     was = model.training
     model.eval()
