@@ -269,7 +269,7 @@ def train(cfg: TrainConfig, train_set: Dataset | None = None, valid=None, log=pr
         t0 = time.time()
         with ema.applied(model) if ema is not None else contextlib.nullcontext():
             res = validate(model, valid, device, baseline=baseline is None)
-            weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        weights = ema.state_dict() if ema is not None else model.state_dict()  # the weights just scored
         if baseline is None:
             baseline = {k: res[k] for k in ("mixture", "uniform", "irm", "songs")}
             append_log(log_path, {"type": "baseline", "step": step, **baseline, "time": time.time()})

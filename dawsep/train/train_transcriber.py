@@ -356,7 +356,7 @@ def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train
         nonlocal best
         with ema.applied(model) if ema is not None else contextlib.nullcontext():
             metrics = evaluate(model, valid_sets, v_idx, cfg.batch, dev, cfg.workers, cfg.loss_weights)
-            kept = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        kept = ema.state_dict() if ema is not None else model.state_dict()  # the weights just scored
         write({"step": step, "valid": metrics, "time": time.time(), **({"ema_decay": cfg.ema_decay} if ema else {})})
         log(f"valid step {step}{' (weight average)' if ema is not None else ''}: note F1 {metrics['note_f1']:.3f} frame F1 {metrics['frame_f1']:.3f} "
             + " ".join(f"{c} {metrics[c]['note_f1']:.3f}" for c in valid_sets)
