@@ -41,8 +41,10 @@ def transcriber() -> None:
 @click.option("--train-only", "train_only", default="",
               help="Comma-separated parameter-name prefixes to train, the rest frozen (BatchNorm statistics "
                    "included), e.g. 'velocity' for the velocity head of a shipped model (default: everything).")
-@click.option("--select", type=click.Choice(["note_f1", "loss"]), default="note_f1", show_default=True,
-              help="What picks best.pt: mean valid note F1, or mean valid loss (for --train-only velocity).")
+@click.option("--select", type=click.Choice(["note_f1_tuned", "note_f1", "loss"]), default=None,
+              help="What picks best.pt (default: TrainConfig's, note_f1_tuned): mean valid note F1 at the best "
+                   "onset threshold of a grid (shipping retunes it), at onset 0.5, or mean valid loss (for "
+                   "--train-only velocity).")
 @click.option("--conditions", default=None,
               help='JSON mix of training conditions, e.g. \'{"clean": 0.5, "mix": 0.25, "residue": 0.25}\' '
                    "(default: the dataset's).")
@@ -82,7 +84,8 @@ def train(data, out, steps, batch, segment_seconds, lr, warmup, lr_half_life, ve
 
     cfg = TrainConfig(data=data, out=out, steps=steps, batch=batch, segment_seconds=segment_seconds, lr=lr, warmup=warmup,
                       **({"lr_half_life": lr_half_life} if lr_half_life else {}), velocity_lr_scale=velocity_lr_scale, ema_decay=ema_decay,
-                      train_only=tuple(t for t in train_only.split(",") if t), select=select,
+                      train_only=tuple(t for t in train_only.split(",") if t),
+                      **({"select": select} if select else {}),
                       conditions=json.loads(conditions) if conditions else None,
                       pos_weight=json.loads(pos_weight) if pos_weight else {},
                       valid_every=valid_every, valid_items=valid_items,

@@ -92,7 +92,7 @@ def run(kind: str, *, name: str = "default", data: str, runs: str = DEFAULT_RUNS
         from dawsep.train.train_transcriber import TrainConfig, train
     # A session trains the whole model: a shipped head-only fine-tune's recipe (train_only,
     # select by loss) must not freeze the next session's run.
-    whole = {"train_only": (), "select": "note_f1"} if kind == "transcriber" else {}
+    whole = {"train_only": (), "select": TrainConfig.select} if kind == "transcriber" else {}
     cfg, dropped = recipe(TrainConfig, prov["train_config"], data=data, out=out, init_from=path, **whole)
     if dropped:
         log(f"{stem}: train_config keys no longer used: {dropped}")

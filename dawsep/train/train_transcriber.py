@@ -81,9 +81,11 @@ class TrainConfig:
     # velocity head of a shipped model, its notes untouched); the rest is frozen, BatchNorm
     # statistics and dropout included (the model runs in eval mode). (): everything.
     train_only: tuple = ()
-    # What picks best.pt: "note_f1" (mean valid note F1, higher is better) or "loss" (mean valid
-    # loss, lower is better: what moves when only the velocity head trains).
-    select: str = "note_f1"
+    # What picks best.pt (one of SELECT): "note_f1_tuned" (mean valid note F1 at the best onset
+    # threshold of ONSET_GRID: shipping retunes the threshold), "note_f1" (at onset 0.5, the
+    # choice until session 11) or "loss" (mean valid loss, lower is better: what moves when only
+    # the velocity head trains).
+    select: str = "note_f1_tuned"
     epoch_steps: int = 1000                 # augmented data has no natural epoch: this many batches
     log_every: int = 50
     checkpoint_every: int = 500
@@ -188,50 +190,73 @@ def f1(tp: float, n_ref: float, n_est: float) -> tuple[float, float, float]:
     return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
+#: onset thresholds at which validation scores note F1 (``note_f1_tuned``: the best of them, one
+#: threshold for every condition, as users get one default): a checkpoint is picked for its notes
+#: once the threshold is retuned for it (as shipping does), not for where its posteriors sit.
+ONSET_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+#: what can pick best.pt (``TrainConfig.select``); higher is better except for "loss"
+SELECT = ("note_f1_tuned", "note_f1", "loss")
+
+
 def evaluate(model: PianoTranscriber, sets: dict[str, Dataset], indices: list[int], batch: int,
              device: torch.device, workers: int = 0, weights: dict | None = None,
              user_onset: float | None = None) -> dict:
-    """Per-condition valid loss, frame F1 and note F1 (peak-picked at onset 0.5), and note F1 at the
+    """Per-condition valid loss, frame F1, note F1 peak-picked at onset 0.5 (``note_f1``), at the
     onset threshold users decode with (``note_f1_user``: a model whose onset posteriors drift can
-    gain at 0.5 and lose at the default); ``note_f1``/``frame_f1``/``note_f1_user`` are their means.
-    ``user_onset``: that threshold (default: ``DecodeOptions().onset_threshold``)."""
+    gain at 0.5 and lose at the default) and at each of ``ONSET_GRID``; top level: their means over
+    the conditions that have notes, and ``note_f1_tuned`` at ``tuned_onset_threshold``, the grid
+    threshold with the best mean. Every condition also gets ``false_per_min``: estimated notes a
+    minute at the users' threshold that match no reference note (all of them on "absent", where
+    there is no piano; not part of the means). ``user_onset``: default
+    ``DecodeOptions().onset_threshold``."""
     from dawsep.defaults import DecodeOptions
 
     user_onset = DecodeOptions().onset_threshold if user_onset is None else user_onset
+    grid = tuple(sorted(set(ONSET_GRID) | {user_onset}))
     hop_s = model.cfg.hop / model.cfg.sample_rate
     was = model.training
     model.eval()
     out: dict = {}
+    per_grid: dict[str, list] = {}
     try:
         for cond, ds in sets.items():
             sub = torch.utils.data.Subset(ds, indices)
             loader = DataLoader(sub, batch_size=batch, num_workers=workers, worker_init_fn=_worker_init)
-            c = np.zeros(9)  # note tp, n_ref, n_est, frame tp, n_ref, n_est, note at user_onset
-            loss, n = 0.0, 0
+            c = np.zeros(6)  # note tp, n_ref, n_est at 0.5; frame tp, n_ref, n_est
+            g = np.zeros((len(grid), 3))  # note tp, n_ref, n_est per grid threshold
+            loss, n, seconds = 0.0, 0, 0.0
             for b in loader:
                 b = {k: v.to(device) for k, v in b.items() if torch.is_tensor(v)}
                 with torch.no_grad():
                     lg = model.logits(b["audio"])
                 loss += float(losses(lg, b, weights)["total"]) * len(b["audio"])
                 n += len(b["audio"])
+                seconds += b["audio"].shape[0] * b["audio"].shape[-1] / model.cfg.sample_rate
                 pr = {k: torch.sigmoid(lg[k]).cpu().numpy() for k in ("onset", "frame", "velocity")}
                 lab = {k: b[k].cpu().numpy() for k in ("onset", "frame")}
                 for i in range(len(pr["onset"])):
                     est = decode_notes(pr["onset"][i], pr["frame"][i], pr["velocity"][i])
                     c[:3] += note_counts(lab["onset"][i], est, hop_s)
-                    user = decode_notes(pr["onset"][i], pr["frame"][i], onset_threshold=user_onset)
-                    c[6:] += note_counts(lab["onset"][i], user, hop_s)
+                    for j, th in enumerate(grid):
+                        g[j] += note_counts(lab["onset"][i], decode_notes(pr["onset"][i], pr["frame"][i],
+                                                                          onset_threshold=th), hop_s)
                     fe, fr = pr["frame"][i] >= 0.5, lab["frame"][i] >= 0.5
                     c[3:6] += ((fe & fr).sum(), fr.sum(), fe.sum())
             np_, nr, nf = f1(*c[:3])
+            u = g[grid.index(user_onset)]
             out[cond] = {"loss": loss / max(1, n), "note_p": np_, "note_r": nr, "note_f1": nf,
-                         "frame_f1": f1(*c[3:6])[2], "note_f1_user": f1(*c[6:])[2], "notes": int(c[1])}
+                         "frame_f1": f1(*c[3:6])[2], "note_f1_user": f1(*u)[2], "notes": int(c[1]),
+                         "false_per_min": float((u[2] - u[0]) / max(seconds, 1e-9) * 60)}
+            per_grid[cond] = [f1(*x)[2] for x in g]
     finally:
         model.train(was)
-    out["note_f1"] = float(np.mean([out[c]["note_f1"] for c in sets]))
-    out["loss"] = float(np.mean([out[c]["loss"] for c in sets]))
-    out["frame_f1"] = float(np.mean([out[c]["frame_f1"] for c in sets]))
-    out["note_f1_user"] = float(np.mean([out[c]["note_f1_user"] for c in sets]))
+    scored = [c for c in sets if out[c]["notes"] > 0] or list(sets)
+    for k in ("note_f1", "loss", "frame_f1", "note_f1_user"):
+        out[k] = float(np.mean([out[c][k] for c in scored]))
+    means = np.mean([per_grid[c] for c in scored], axis=0)
+    j = int(np.argmax(means))
+    out["note_f1_tuned"], out["tuned_onset_threshold"] = float(means[j]), grid[j]
     out["user_onset_threshold"] = user_onset
     return out
 
@@ -312,8 +337,8 @@ def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train
         model_config = model_config or TranscriberConfig()
         model = build_model(model_config)
     model = model.to(dev)
-    if cfg.select not in ("note_f1", "loss"):
-        raise TrainError(f"select must be note_f1 or loss, not {cfg.select!r}")
+    if cfg.select not in SELECT:
+        raise TrainError(f"select must be one of {', '.join(SELECT)}, not {cfg.select!r}")
     opt = torch.optim.AdamW(param_groups(model, cfg.velocity_lr_scale, tuple(cfg.train_only)), lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     step, best = 0, -math.inf
@@ -321,6 +346,10 @@ def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, best = int(state["step"]), float(state["best"])
+        was_select = (state.get("train_config") or {}).get("select", "note_f1")
+        if was_select != cfg.select:  # scores on another scale: the next validation sets best.pt
+            log(f"best.pt was picked by {was_select}, now by {cfg.select}: the next validation replaces it")
+            best = -math.inf
         init = state.get("init_from")
         truncate_log(log_path, step)
         log(f"resumed {last_path} at step {step}"
@@ -360,8 +389,11 @@ def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train
         write({"step": step, "valid": metrics, "time": time.time(), **({"ema_decay": cfg.ema_decay} if ema else {})})
         log(f"valid step {step}{' (weight average)' if ema is not None else ''}: note F1 {metrics['note_f1']:.3f} frame F1 {metrics['frame_f1']:.3f} "
             + " ".join(f"{c} {metrics[c]['note_f1']:.3f}" for c in valid_sets)
-            + f"; at the users' onset threshold {metrics['user_onset_threshold']}: {metrics['note_f1_user']:.3f}")
-        score = metrics["note_f1"] if cfg.select == "note_f1" else -metrics["loss"]  # higher is better
+            + f"; at the users' onset threshold {metrics['user_onset_threshold']}: {metrics['note_f1_user']:.3f}"
+            + f"; tuned (onset {metrics['tuned_onset_threshold']}): {metrics['note_f1_tuned']:.3f}"
+            + "".join(f"; {c} {metrics[c]['false_per_min']:.1f} false notes/min" for c in valid_sets
+                      if not metrics[c]["notes"]))
+        score = -metrics["loss"] if cfg.select == "loss" else metrics[cfg.select]  # higher is better
         if score > best:
             best = score
             save_atomic({"model": kept, "step": step, "metrics": metrics,
@@ -443,5 +475,5 @@ def train(cfg: TrainConfig, model_config: TranscriberConfig | None = None, train
     return record
 
 
-__all__ = ["DEFAULT_DATA", "VALID_SEED", "TrainConfig", "TrainError", "decode_notes", "evaluate", "f1",
+__all__ = ["DEFAULT_DATA", "ONSET_GRID", "SELECT", "VALID_SEED", "TrainConfig", "TrainError", "decode_notes", "evaluate", "f1",
            "losses", "lr_at", "note_counts", "train", "valid_indices"]

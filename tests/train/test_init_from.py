@@ -427,4 +427,4 @@ def test_session_trains_the_whole_transcriber_even_after_a_head_only_fine_tune(t
     session.run("transcriber", data=str(tmp_path), runs=str(tmp_path / "runs"), minutes=1, models_dir=models,
                 log=lambda m: None)
     (cfg,) = seen
-    assert cfg.train_only == () and cfg.select == "note_f1" and cfg.lr == 1e-4  # the rest of the recipe kept
+    assert cfg.train_only == () and cfg.select == tt.TrainConfig.select and cfg.lr == 1e-4  # the rest of the recipe kept

@@ -333,6 +333,17 @@ def test_transcription_dataset_labels_follow_excerpts(corpus):
             assert a["info"]["song"] == b["info"]["song"] and a["info"]["start"] == b["info"]["start"]
             assert torch.isfinite(a["audio"]).all() and a["audio"].abs().max() > 0
             assert torch.equal(a["onset"], b["onset"]) and torch.equal(a["frame"], b["frame"])
+    # absent: the same draw's accompaniment without the piano, every label empty.
+    da = TranscriptionDataset(corpus, "train", segment_seconds=3.0, length=3, hop_samples=hop, seed=1,
+                              conditions={"absent": 1.0}, return_info=True, augment=False)
+    dc = TranscriptionDataset(corpus, "train", segment_seconds=3.0, length=3, hop_samples=hop, seed=1,
+                              conditions={"clean": 1.0}, return_info=True, augment=False)
+    for i in range(3):
+        a, c = da[i], dc[i]
+        assert a["info"]["condition"] == "absent" and a["audio"].abs().max() > 1e-3
+        assert all(float(a[k].abs().sum()) == 0 for k in ("onset", "frame", "offset", "velocity", "pedal"))
+        if c["onset"].sum() > 0:  # not the piano: the clean excerpt's audio is not in it
+            assert not torch.allclose(a["audio"], c["audio"], atol=1e-4)
     d16 = TranscriptionDataset(corpus, "valid", segment_seconds=2.0, hop_samples=320, sample_rate=16000)
     item = d16[0]
     assert item["audio"].shape == (32000,) and item["onset"].shape == (100, 88)

@@ -354,3 +354,33 @@ def test_validation_also_scores_notes_at_the_users_onset_threshold():
     assert out["user_onset_threshold"] == DecodeOptions().onset_threshold and 0.0 <= out["note_f1_user"] <= 1.0
     at_half = evaluate(m, sets, [0, 1, 2], 3, torch.device("cpu"), user_onset=0.5)
     assert at_half["clean"]["note_f1_user"] == at_half["clean"]["note_f1"]
+
+
+def test_validation_picks_the_onset_threshold_and_counts_false_notes_where_no_piano_plays():
+    """``note_f1_tuned`` is the best mean note F1 over ``ONSET_GRID`` (so never below the mean at
+    0.5, a grid point); a condition without notes (``absent``) is left out of the means and
+    reports its notes a minute as false notes."""
+    from dawsep.train.train_transcriber import ONSET_GRID, evaluate
+
+    class Silent(SineNotes):  # noise, no notes
+        def __getitem__(self, i):
+            item = super().__getitem__(i)
+            item = {k: torch.zeros_like(v) for k, v in item.items()}
+            item["audio"] = torch.from_numpy(np.random.default_rng(i).normal(0, 0.2, self.T).astype(np.float32))
+            return item
+
+    m, clean, silent = tiny_model(), SineNotes(3, seed=2), Silent(3)
+    alone = evaluate(m, {"clean": clean}, [0, 1, 2], 3, torch.device("cpu"))
+    both = evaluate(m, {"clean": clean, "absent": silent}, [0, 1, 2], 3, torch.device("cpu"), user_onset=0.3)
+    alone3 = evaluate(m, {"clean": clean}, [0, 1, 2], 3, torch.device("cpu"), user_onset=0.3)
+    assert 0.5 in ONSET_GRID and alone["tuned_onset_threshold"] in ONSET_GRID + (alone["user_onset_threshold"],)
+    assert alone["note_f1_tuned"] >= alone["note_f1"] - 1e-12
+    for k in ("note_f1", "note_f1_tuned", "note_f1_user", "frame_f1", "loss"):
+        assert both[k] == alone3[k]  # the absent condition is not in the means
+    m.eval()
+    with torch.no_grad():
+        lg = m.logits(torch.stack([silent[i]["audio"] for i in range(3)]))
+    on, fr = torch.sigmoid(lg["onset"]).numpy(), torch.sigmoid(lg["frame"]).numpy()
+    n = sum(len(decode_notes(on[i], fr[i], onset_threshold=0.3)) for i in range(3))
+    assert both["absent"]["notes"] == 0
+    assert both["absent"]["false_per_min"] == pytest.approx(n / (3 * silent.T / SR) * 60)

@@ -211,8 +211,10 @@ class TranscriptionDataset(_Base):
     plus ``pedal`` (F, 1); ``F = T // hop_samples``."""
 
     #: clean: the piano stem; mix: piano + accompaniment; residue: a simulated masking separator's
-    #: output; separated: the shipped separator's actual piano output (``data separate-piano``)
-    CONDITIONS = ("clean", "mix", "residue", "separated")
+    #: output; separated: the shipped separator's actual piano output (``data separate-piano``);
+    #: absent: the accompaniment alone with empty labels (the model wrote 2.3 false notes a minute
+    #: on drums stems, having never heard an excerpt without piano)
+    CONDITIONS = ("clean", "mix", "residue", "separated", "absent")
 
     def __init__(self, root: str, split: str = "train", segment_seconds: float = 5.0, length: int | None = None,
                  augment: bool | None = None, hop_samples: int = 441, sample_rate: int = SAMPLE_RATE,
@@ -305,7 +307,9 @@ class TranscriptionDataset(_Base):
             audio = read_excerpt(song, SEPARATED_STEM, start, self.segment, self.cache)
         else:
             others = self._others(rng, song, start)
-            audio = piano + others if cond == "mix" else self._residue(rng, piano, others)
+            audio = {"mix": piano + others, "absent": others}.get(cond)
+            if audio is None:
+                audio = self._residue(rng, piano, others)
         if self.augment and rng.random() < 0.25:
             mono = audio[int(rng.integers(2))]
         else:
@@ -329,6 +333,8 @@ class TranscriptionDataset(_Base):
         notes, pedal = song.labels()
         lab = frame_labels(notes, pedal, start / SAMPLE_RATE, self.segment_out // self.hop,
                            self.hop / self.sample_rate, self.pedal_extend)
+        if cond == "absent":
+            lab = {k: np.zeros_like(v) for k, v in lab.items()}
         item = {"audio": torch.from_numpy(mono), **{k: torch.from_numpy(v) for k, v in lab.items()}}
         if self.return_info:
             item["info"] = {"song": song.meta["name"], "start": start, "condition": cond}
