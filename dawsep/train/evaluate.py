@@ -241,12 +241,13 @@ def evaluate_transcriber(model_path: str, songs, separator=None, threads: int = 
 
 def tune_thresholds(model_path: str, root: str, limit: int = 16, seconds: float = 30.0,
                     onsets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), offsets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0),
-                    threads: int = 2, conditions=("clean", "mix")) -> dict:
+                    frames=(0.2, 0.3, 0.4, 0.5, 0.6), threads: int = 2, conditions=("clean", "mix")) -> dict:
     """Decoding thresholds chosen on the **valid** split (the test split only reports): the onset
     threshold by note F1, then, at that onset threshold, the offset threshold by note+offset F1
-    (1.0 turns offset peaks off: notes end where their frames stop). The counts of ``conditions``
-    (``clean``, ``mix``, ``separated``: the shipped separator's piano, where the corpus has it)
-    are summed."""
+    (1.0 turns offset peaks off: notes end where their frames stop), then, at both, the frame
+    threshold (how long a note is held) by frame F1, reported with the note and note+offset F1
+    it gives. The counts of ``conditions`` (``clean``, ``mix``, ``separated``: the shipped
+    separator's piano, where the corpus has it) are summed."""
     from dawsep.transcribe import DecodeOptions, Transcriber, decode
 
     column = {"clean": 1, "mix": 2, "separated": 5}
@@ -258,19 +259,26 @@ def tune_thresholds(model_path: str, root: str, limit: int = 16, seconds: float 
     posts = [(s, tr.posteriors(s[column[c]], 44100)) for s in songs for c in conditions
              if s[column[c]] is not None]  # solo-piano songs have no separated piano
 
-    def score(onset, offset, which):
-        c = np.zeros(3)
+    def counts(onset, offset, frame=DecodeOptions.frame_threshold):
+        c = np.zeros((4, 3))
         for s, post in posts:
-            notes, _ = decode(post, tr.hop_s, dataclasses.replace(DecodeOptions(), onset_threshold=onset,
-                                                                  offset_threshold=offset), tr.min_pitch)
-            est = notes_array(notes)
-            c += transcription_counts(s[3], est, s[1].shape[1] / 44100)[which]
-        return round(f1_of(c), 4)
+            opts = dataclasses.replace(DecodeOptions(), onset_threshold=onset, offset_threshold=offset,
+                                       frame_threshold=frame)
+            notes, _ = decode(post, tr.hop_s, opts, tr.min_pitch)
+            c += transcription_counts(s[3], notes_array(notes), s[1].shape[1] / 44100)
+        return c
 
-    by_onset = {t: score(t, 0.5, 0) for t in onsets}
+    def score(c, which):
+        return round(f1_of(c[which]), 4)
+
+    by_onset = {t: score(counts(t, 0.5), 0) for t in onsets}
     best_on = max(by_onset, key=by_onset.get)
-    by_offset = {t: score(best_on, t, 1) for t in offsets}
+    by_offset = {t: score(counts(best_on, t), 1) for t in offsets}
     best_off = max(by_offset, key=by_offset.get)
-    return {"onset_threshold": best_on, "offset_threshold": best_off, "note_f1_by_onset": by_onset,
-            "note_offset_f1_by_offset": by_offset, "songs": len(songs), "items": len(posts),
-            "conditions": list(conditions), "split": "valid"}
+    at_frame = {t: counts(best_on, best_off, t) for t in frames}
+    by_frame = {t: {"frame_f1": score(c, 3), "note_f1": score(c, 0), "note_offset_f1": score(c, 1)}
+                for t, c in at_frame.items()}
+    best_frame = max(by_frame, key=lambda t: by_frame[t]["frame_f1"])
+    return {"onset_threshold": best_on, "offset_threshold": best_off, "frame_threshold": best_frame,
+            "note_f1_by_onset": by_onset, "note_offset_f1_by_offset": by_offset, "by_frame": by_frame,
+            "songs": len(songs), "items": len(posts), "conditions": list(conditions), "split": "valid"}

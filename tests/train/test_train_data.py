@@ -484,6 +484,12 @@ def test_transcription_songs_carry_the_separated_piano_for_threshold_tuning(corp
             assert sep.shape == piano.shape and np.abs(sep - want).max() < 1e-4
     with pytest.raises(ValueError, match="unknown conditions"):
         tune_thresholds("default", root, conditions=("clean", "residue"))
+    pytest.importorskip("mir_eval")
+    res = tune_thresholds("default", root, limit=2, seconds=3.0, onsets=(0.5, 0.7), offsets=(0.3, 1.0),
+                          frames=(0.3, 0.6), threads=1, conditions=("clean", "separated"))
+    assert res["onset_threshold"] in (0.5, 0.7) and res["offset_threshold"] in (0.3, 1.0)
+    frame = res["by_frame"][res["frame_threshold"]]["frame_f1"]
+    assert frame == max(v["frame_f1"] for v in res["by_frame"].values())
 
 
 def test_transcriber_validation_items_do_not_depend_on_the_runs_seed(corpus):
