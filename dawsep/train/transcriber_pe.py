@@ -28,6 +28,8 @@ Layers:
   shared by every key read its output and input. The frame stack also sees the (detached)
   onset/offset posteriors, as in Onsets and Frames. A per-key BiGRU did the same job at 4x the CPU
   time of a training step (measured: 704 sequences of 250 frames are sequential work for a GRU).
+* **Harmonic mixing** (``harmonic_mixing``, grown in session 11): after the note stack each key
+  also reads the note features of the keys 12, 19 and 24 semitones away, both ways.
 * **Pedal**: mean and max over keys of the key features -> a small BiGRU -> one logit.
 """
 from __future__ import annotations
@@ -74,9 +76,14 @@ class PitchTranscriberConfig:
     # trained for onsets and frames, keep little of either (with velocity_context alone the
     # estimates still spread 2.6 MIDI units within a song against the reference's 12.9).
     velocity_level: bool = False
+    # After the note stack, every key also reads the note features of the keys an octave, a
+    # twelfth and two octaves away (both ways; :data:`HARMONIC_OFFSETS`): 65 % of the false notes
+    # on clean valid piano were such harmonics of a struck note, and the layers before see only
+    # +-6 semitones of features (the harmonic stack sees spectra, not what was decided there).
+    harmonic_mixing: bool = False
     #: fields that, switched on, only add parameters initialised so the outputs do not change: a
     #: checkpoint without them can start a run with them (``--init-from run/last.pt``)
-    GROWABLE: ClassVar[tuple[str, ...]] = ("velocity_context", "velocity_level")
+    GROWABLE: ClassVar[tuple[str, ...]] = ("velocity_context", "velocity_level", "harmonic_mixing")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -162,6 +169,35 @@ class _TemporalBlock(nn.Module):
         return x + self.drop(torch.relu(self.norm(self.conv(x))))
 
 
+#: semitones between a key and the keys ``harmonic_mixing`` reads (octave, twelfth, two octaves)
+HARMONIC_OFFSETS = (-24, -19, -12, 12, 19, 24)
+
+
+def shift_pitch(x: torch.Tensor, s: int) -> torch.Tensor:
+    """``(..., N)`` -> same along the last (pitch) axis, entry ``j`` holding entry ``j + s`` (zero
+    beyond either end)."""
+    n = x.shape[-1]
+    if s >= 0:
+        return nn.functional.pad(x[..., s:], (0, s))
+    return nn.functional.pad(x[..., : n + s], (-s, 0))
+
+
+class _KeyMixing(nn.Module):
+    """``(B, C, F, 88)`` -> same: ``x + out(relu(mix([x, x at each key + offset])))``. ``out``
+    starts at zero, so a model grown with it computes what it did before."""
+
+    def __init__(self, channels: int, offsets: tuple[int, ...] = HARMONIC_OFFSETS):
+        super().__init__()
+        self.offsets = tuple(offsets)
+        self.mix = nn.Conv2d(channels * (len(self.offsets) + 1), channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1, bias=False)
+        nn.init.zeros_(self.out.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = [x] + [shift_pitch(x, s) for s in self.offsets]
+        return x + self.out(torch.relu(self.mix(torch.cat(parts, dim=1))))
+
+
 class PitchTranscriber(nn.Module):
     """See the module docstring. ``forward`` -> probabilities in ``OUTPUTS`` order; ``logits`` ->
     the pre-sigmoid dict the losses use."""
@@ -190,6 +226,8 @@ class PitchTranscriber(nn.Module):
         h, hp = cfg.temporal, cfg.rnn_pedal
         self.note_in = nn.Conv2d(kc, h, 1)
         self.note_tcn = nn.ModuleList(_TemporalBlock(h, d, cfg.dropout) for d in cfg.dilations)
+        if cfg.harmonic_mixing:
+            self.key_mixing = _KeyMixing(h)
         self.onset_fc, self.offset_fc, self.velocity_fc = (nn.Conv2d(h + kc, 1, 1) for _ in range(3))
         if cfg.velocity_context:  # zero at first: a model grown from one without it starts unchanged
             self.velocity_ctx = nn.Conv2d(2 * (h + kc), 1, 1, bias=False)
@@ -206,14 +244,8 @@ class PitchTranscriber(nn.Module):
     def stacked(self, audio: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` -> ``(B, H, F, n_bins)`` harmonic stack of the normalised log spectrum."""
         x = self.norm(self.frontend(audio)[:, None])  # (B, 1, F, N)
-        n = x.shape[-1]
-        chans = []
-        for s in self.shifts:  # channel h at bin j holds bin j + s (the h-th harmonic of bin j)
-            if s >= 0:
-                chans.append(nn.functional.pad(x[..., s:], (0, s)))
-            else:
-                chans.append(nn.functional.pad(x[..., : n + s], (-s, 0)))
-        return torch.cat(chans, dim=1)
+        # channel h at bin j holds bin j + s (the h-th harmonic of bin j)
+        return torch.cat([shift_pitch(x, s) for s in self.shifts], dim=1)
 
     def key_features(self, audio: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` -> ``(B, key_channels, F, 88)``: one feature sequence per key."""
@@ -231,6 +263,8 @@ class PitchTranscriber(nn.Module):
         x = self.note_in(k)
         for blk in self.note_tcn:
             x = blk(x)
+        if self.cfg.harmonic_mixing:
+            x = self.key_mixing(x)
         note = torch.cat([k, x], dim=1)  # each head reads the temporal stack and its input (skip)
         onset, offset = self.onset_fc(note), self.offset_fc(note)
         velocity = self.velocity_fc(note.detach())  # velocity must not pull the note features around

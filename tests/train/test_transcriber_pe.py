@@ -242,3 +242,44 @@ def test_train_only_the_velocity_head_leaves_the_notes_untouched(tmp_path):
     losses = {r["step"]: r["valid"]["loss"] for r in log if "valid" in r}
     best = load_checkpoint(str(tmp_path / "run" / "best.pt"))
     assert best["metrics"]["loss"] == min(losses.values()) and best["step"] == min(losses, key=losses.get)
+
+
+def test_harmonic_mixing_grows_from_a_checkpoint_without_it_and_reads_the_octave(tmp_path):
+    """``harmonic_mixing`` starts as a no-op on a grown checkpoint (the same outputs), and once
+    trained a key's onset depends on the features 12 semitones away but not 5 away; it survives
+    ONNX export."""
+    import dataclasses
+
+    from dawsep.train import init_from
+    from dawsep.train.export.transcriber import export_checkpoint
+    from dawsep.train.run_folder import save_atomic
+    from dawsep.train.transcriber_pe import HARMONIC_OFFSETS, _KeyMixing
+
+    old = PitchTranscriber(TINY).eval()
+    path = str(tmp_path / "old.pt")
+    save_atomic({"model": old.state_dict(), "model_config": TINY.to_dict(), "step": 3}, path)
+    cfg = dataclasses.replace(TINY, harmonic_mixing=True)
+    grown, loaded = init_from.transcriber(path, cfg)
+    assert loaded.grown == ["key_mixing.mix.bias", "key_mixing.mix.weight", "key_mixing.out.weight"]
+    x = torch.randn(2, 16000) * 0.3
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(old(x), grown.eval()(x)))
+        torch.nn.init.normal_(grown.key_mixing.out.weight, std=0.5)
+        assert not torch.allclose(grown(x)[0], old(x)[0])
+    # which keys a key reads: perturb key 40's features, see which outputs move
+    mixing = _KeyMixing(4)
+    torch.nn.init.normal_(mixing.out.weight)
+    feats = torch.randn(1, 4, 5, 88)
+    bumped = feats.clone()
+    bumped[..., 40] += 1.0
+    with torch.no_grad():
+        moved = (mixing(bumped) - mixing(feats)).abs().sum(dim=(0, 1, 2)) > 0
+    assert set(torch.nonzero(moved).flatten().tolist()) == {40} | {40 - s for s in HARMONIC_OFFSETS}
+    ck = str(tmp_path / "grown.pt")
+    save_atomic({"model": grown.state_dict(), "model_config": cfg.to_dict(), "step": 1}, ck)
+    out = str(tmp_path / "grown.onnx")
+    export_checkpoint(ck, out, rtf_seconds=None)
+    back, _ = init_from.transcriber(out)
+    assert back.cfg.harmonic_mixing and torch.equal(back.key_mixing.out.weight, grown.key_mixing.out.weight)
+    with torch.no_grad():
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grown(x), back.eval()(x)))
