@@ -27,17 +27,17 @@ class DecodeOptions:
     """How transcriber posteriors become notes: thresholds on the posteriors (0-1), the minimum
     note length, the sustain pedal and the note-end rule (:data:`NOTE_ENDS`).
 
-    The defaults are the tuned ones: the onset threshold was chosen by note F1 on the ``valid``
-    split (0.2 ... 0.8 -> 0.7; docs/transcription.md), the offset threshold by note+offset F1
-    and frame F1 there (session 10, whose grid reached below the earlier 0.5 for the first time;
-    24 songs x 30 s, clean + mix + separated, means of the three: note+offset F1 0.315 / 0.307 /
-    0.260 and frame F1 0.530 / 0.537 / 0.531 at 0.2 / 0.3 / 0.5, so 0.3: the best frame F1, and
-    note+offset F1 within 0.01 of the best); the test split only reports.
+    The defaults are the tuned ones, chosen on the ``valid`` split for the shipped model by
+    ``tune_thresholds`` (24 songs x 30 s, clean + mix + separated, counts summed; the test split
+    only reports): session 11's model, onset threshold by note F1 (0.670 / **0.684** / 0.681 at
+    0.5 / 0.6 / 0.7), then offset threshold by note+offset F1 (**0.334** / 0.316 / 0.264 at 0.2 /
+    0.3 / 0.5), then frame threshold by frame F1 (0.559 / **0.562** / 0.556 at 0.2 / 0.3 / 0.4).
+    History in docs/transcription.md.
     """
 
-    onset_threshold: float = 0.7
+    onset_threshold: float = 0.6
     frame_threshold: float = 0.3
-    offset_threshold: float = 0.3
+    offset_threshold: float = 0.2
     min_note_ms: float = 30.0
     pedal: bool = True
     pedal_threshold: float = 0.5
