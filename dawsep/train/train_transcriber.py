@@ -213,7 +213,7 @@ def evaluate(model: PianoTranscriber, sets: dict[str, Dataset], indices: list[in
     from dawsep.defaults import DecodeOptions
 
     user_onset = DecodeOptions().onset_threshold if user_onset is None else user_onset
-    grid = tuple(sorted(set(ONSET_GRID) | {user_onset}))
+    grid = tuple(sorted(set(ONSET_GRID) | {0.5, user_onset}))
     hop_s = model.cfg.hop / model.cfg.sample_rate
     was = model.training
     model.eval()
@@ -223,8 +223,8 @@ def evaluate(model: PianoTranscriber, sets: dict[str, Dataset], indices: list[in
         for cond, ds in sets.items():
             sub = torch.utils.data.Subset(ds, indices)
             loader = DataLoader(sub, batch_size=batch, num_workers=workers, worker_init_fn=_worker_init)
-            c = np.zeros(6)  # note tp, n_ref, n_est at 0.5; frame tp, n_ref, n_est
-            g = np.zeros((len(grid), 3))  # note tp, n_ref, n_est per grid threshold
+            c = np.zeros(3)  # frame tp, n_ref, n_est
+            g = np.zeros((len(grid), 3))  # note tp, n_ref, n_est per onset threshold of grid
             loss, n, seconds = 0.0, 0, 0.0
             for b in loader:
                 b = {k: v.to(device) for k, v in b.items() if torch.is_tensor(v)}
@@ -233,20 +233,18 @@ def evaluate(model: PianoTranscriber, sets: dict[str, Dataset], indices: list[in
                 loss += float(losses(lg, b, weights)["total"]) * len(b["audio"])
                 n += len(b["audio"])
                 seconds += b["audio"].shape[0] * b["audio"].shape[-1] / model.cfg.sample_rate
-                pr = {k: torch.sigmoid(lg[k]).cpu().numpy() for k in ("onset", "frame", "velocity")}
+                pr = {k: torch.sigmoid(lg[k]).cpu().numpy() for k in ("onset", "frame")}
                 lab = {k: b[k].cpu().numpy() for k in ("onset", "frame")}
                 for i in range(len(pr["onset"])):
-                    est = decode_notes(pr["onset"][i], pr["frame"][i], pr["velocity"][i])
-                    c[:3] += note_counts(lab["onset"][i], est, hop_s)
                     for j, th in enumerate(grid):
                         g[j] += note_counts(lab["onset"][i], decode_notes(pr["onset"][i], pr["frame"][i],
                                                                           onset_threshold=th), hop_s)
                     fe, fr = pr["frame"][i] >= 0.5, lab["frame"][i] >= 0.5
-                    c[3:6] += ((fe & fr).sum(), fr.sum(), fe.sum())
-            np_, nr, nf = f1(*c[:3])
-            u = g[grid.index(user_onset)]
+                    c += ((fe & fr).sum(), fr.sum(), fe.sum())
+            half, u = g[grid.index(0.5)], g[grid.index(user_onset)]
+            np_, nr, nf = f1(*half)
             out[cond] = {"loss": loss / max(1, n), "note_p": np_, "note_r": nr, "note_f1": nf,
-                         "frame_f1": f1(*c[3:6])[2], "note_f1_user": f1(*u)[2], "notes": int(c[1]),
+                         "frame_f1": f1(*c)[2], "note_f1_user": f1(*u)[2], "notes": int(half[1]),
                          "false_per_min": float((u[2] - u[0]) / max(seconds, 1e-9) * 60)}
             per_grid[cond] = [f1(*x)[2] for x in g]
     finally:

@@ -307,8 +307,11 @@ class TranscriptionDataset(_Base):
             audio = read_excerpt(song, SEPARATED_STEM, start, self.segment, self.cache)
         else:
             others = self._others(rng, song, start)
-            audio = {"mix": piano + others, "absent": others}.get(cond)
-            if audio is None:
+            if cond == "mix":
+                audio = piano + others
+            elif cond == "absent":
+                audio = others
+            else:
                 audio = self._residue(rng, piano, others)
         if self.augment and rng.random() < 0.25:
             mono = audio[int(rng.integers(2))]
